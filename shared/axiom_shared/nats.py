@@ -1,0 +1,401 @@
+"""The one NATS helper: connect, publish events, request/reply, serve, and consume JetStream.
+
+- `connect_nats` retries until the server answers and reconnects forever after that.
+- `publish_event` puts a versioned message on JetStream with the correlation id in headers and
+  an optional `Nats-Msg-Id` (JetStream drops a second copy inside the duplicate window).
+- `request` / `serve` are request/reply over core NATS; `serve` runs a `nats.micro` service,
+  whose endpoints sit on a queue group so replicas share the load. Errors travel in the one
+  error format (`axiom_shared.errors`) with the HTTP status as the micro error code.
+- `JetStreamConsumer` is the durable pull-consumer loop: explicit ack after the work is done,
+  redelivery with backoff on failure, a dead-letter subject for poison messages, and a
+  graceful stop that finishes what is in flight and acks nothing it has not done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.api import PubAck
+from nats.js.errors import NotFoundError, ServiceUnavailableError
+from nats.micro import add_service
+from nats.micro.request import ERROR_CODE_HEADER, Request
+from nats.micro.service import EndpointConfig, Service, ServiceConfig
+from pydantic import ValidationError
+
+from axiom_shared.errors import ApiError, ErrorBody, validation_error
+from axiom_shared.logging import (
+    CORRELATION_HEADER,
+    bind_correlation_id,
+    correlation_headers,
+    get_logger,
+    unbind_correlation_id,
+)
+from axiom_shared.metrics import DEAD_LETTERS, JS_REDELIVERIES, NATS_REQUESTS
+from axiom_shared.schemas.base import Message
+from axiom_shared.topology import ConsumerSpec, ensure_consumer
+
+log = get_logger(__name__)
+
+M = TypeVar("M", bound=Message)
+R = TypeVar("R", bound=Message)
+
+MSG_ID_HEADER = "Nats-Msg-Id"
+
+
+async def connect_nats(
+    url: str, name: str, *, connect_timeout: float = 2.0, reconnect_wait: float = 0.5
+) -> NATS:
+    """Connect, retrying until the server answers; then reconnect forever on loss."""
+
+    async def on_error(exc: Exception) -> None:
+        log.warning("nats error", error=type(exc).__name__, detail=str(exc)[:200])
+
+    async def on_disconnected() -> None:
+        log.warning("nats disconnected")
+
+    async def on_reconnected() -> None:
+        log.info("nats reconnected")
+
+    nc: NATS = await nats.connect(
+        servers=[url],
+        name=name,
+        connect_timeout=connect_timeout,  # type: ignore[arg-type,unused-ignore]
+        reconnect_time_wait=reconnect_wait,  # type: ignore[arg-type,unused-ignore]
+        max_reconnect_attempts=-1,
+        allow_reconnect=True,
+        error_cb=on_error,
+        disconnected_cb=on_disconnected,
+        reconnected_cb=on_reconnected,
+        ping_interval=5,
+        max_outstanding_pings=2,
+    )
+    log.info("nats connected", server=str(nc.connected_url.netloc if nc.connected_url else ""))
+    return nc
+
+
+async def publish_event(
+    js: JetStreamContext,
+    subject: str,
+    event: Message,
+    *,
+    msg_id: str | None = None,
+    timeout: float = 5.0,
+) -> PubAck:
+    """Publish durably; returns once JetStream has stored it (raises otherwise)."""
+    headers = correlation_headers()
+    headers["Nats-Schema"] = event.schema_
+    if msg_id:
+        headers[MSG_ID_HEADER] = msg_id
+    ack: PubAck = await js.publish(subject, event.to_bytes(), timeout=timeout, headers=headers)
+    return ack
+
+
+async def request(
+    nc: NATS, subject: str, payload: Message, result_type: type[R], *, timeout: float = 5.0
+) -> R:
+    """Ask a service and wait for its answer; its error comes back as the same ApiError."""
+    try:
+        reply = await nc.request(
+            subject, payload.to_bytes(), timeout=timeout, headers=correlation_headers()
+        )
+    except (NatsTimeoutError, NoRespondersError, TimeoutError) as exc:
+        NATS_REQUESTS.labels(subject=subject, outcome="unavailable").inc()
+        log.warning("request unanswered", subject=subject, error=type(exc).__name__)
+        raise ApiError(
+            503,
+            "unavailable",
+            "the service did not answer in time, try again shortly",
+            headers={"Retry-After": "1"},
+        ) from exc
+    code = (reply.headers or {}).get(ERROR_CODE_HEADER)
+    if code:
+        NATS_REQUESTS.labels(subject=subject, outcome="error").inc()
+        try:
+            body = ErrorBody.model_validate_json(reply.data)
+            status = int(code)
+        except (ValidationError, ValueError):
+            raise ApiError(502, "bad_gateway", "a service answered with an error") from None
+        err = ApiError.from_body(status, body)
+        err.headers.update(_http_headers_from(reply.headers))
+        raise err
+    NATS_REQUESTS.labels(subject=subject, outcome="ok").inc()
+    return result_type.from_bytes(reply.data)
+
+
+Handler = Callable[[Any], Awaitable[Message]]
+
+
+#: An error reply carries the HTTP headers of its ApiError (e.g. `Retry-After`) with this
+#: prefix, so that the gateway can answer with them.
+HTTP_HEADER_PREFIX = "Axiom-Http-"
+
+
+def _http_headers_from(headers: dict[str, str] | None) -> dict[str, str]:
+    n = len(HTTP_HEADER_PREFIX)
+    return {k[n:]: v for k, v in (headers or {}).items() if k.startswith(HTTP_HEADER_PREFIX)}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str
+    subject: str
+    input_type: type[Message]
+    handler: Handler
+
+
+class InFlight:
+    """Runs request handlers as tasks, at most `limit` at once, and waits for them at shutdown.
+
+    nats-py calls a subscription's callback for one message at a time: without this, a handler
+    that waits on an upstream serves one request per replica at a time.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._slots = asyncio.Semaphore(limit)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def submit(self, handle: Callable[[Request], Awaitable[None]], req: Request) -> None:
+        # Waiting for a slot holds the subscription's loop: that is the back-pressure.
+        await self._slots.acquire()
+        task = asyncio.create_task(handle(req))
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._slots.release()
+
+    async def wait(self, timeout: float) -> None:
+        """Let the handlers in flight finish (cancelled after `timeout`)."""
+        if not self._tasks:
+            return
+        _done, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+        for task in pending:
+            task.cancel()
+
+
+async def serve(
+    nc: NATS,
+    name: str,
+    version: str,
+    endpoints: Sequence[Endpoint],
+    description: str = "",
+    *,
+    in_flight: InFlight | None = None,
+) -> Service:
+    """Serve request/reply endpoints as a `nats.micro` service (queue group `q`). With
+    `in_flight`, requests are handled concurrently (stop the service, then `in_flight.wait`)."""
+    service = await add_service(
+        nc, ServiceConfig(name=name, version=version, description=description)
+    )
+    for endpoint in endpoints:
+        handle = _wrap(endpoint)
+        if in_flight is not None:
+            handle = functools.partial(in_flight.submit, handle)
+        await service.add_endpoint(
+            EndpointConfig(name=endpoint.name, subject=endpoint.subject, handler=handle)
+        )
+    return service
+
+
+def _wrap(endpoint: Endpoint) -> Callable[[Request], Awaitable[None]]:
+    async def handle(req: Request) -> None:
+        bind_correlation_id((req.headers or {}).get(CORRELATION_HEADER))
+        try:
+            try:
+                payload = endpoint.input_type.from_bytes(req.data)
+            except ValidationError as exc:
+                raise validation_error(exc) from None
+            result = await endpoint.handler(payload)
+            await req.respond(result.to_bytes())
+        except ApiError as err:
+            await req.respond_error(
+                str(err.status),
+                err.code,
+                err.body().model_dump_json().encode(),
+                headers={f"{HTTP_HEADER_PREFIX}{k}": v for k, v in err.headers.items()},
+            )
+        except Exception:
+            log.exception("request handler failed", subject=endpoint.subject)
+            internal = ApiError(500, "internal", "internal error")
+            await req.respond_error(
+                "500", internal.code, internal.body().model_dump_json().encode()
+            )
+        finally:
+            unbind_correlation_id()
+
+    return handle
+
+
+class PermanentError(Exception):
+    """The message can never succeed: dead-letter it now instead of retrying."""
+
+
+class JetStreamConsumer(Generic[M]):
+    """Pull messages of one type from a durable consumer and hand each to `handler`.
+
+    The handler's return means done (ack). An exception means try again later (nak with the
+    spec's backoff), up to `max_deliver` deliveries; then, or at once for a message that does
+    not parse or raises `PermanentError`, the message is copied to the dead-letter subject with
+    the reason and terminated, so it never blocks the ones behind it.
+    """
+
+    def __init__(
+        self,
+        nc: NATS,
+        js: JetStreamContext,
+        spec: ConsumerSpec,
+        message_type: type[M],
+        handler: Callable[[M, Msg], Awaitable[None]],
+        *,
+        replica_id: str | None = None,
+        concurrency: int = 16,
+        fetch_timeout: float = 1.0,
+    ) -> None:
+        self._nc = nc
+        self._js = js
+        self._spec = spec
+        self._type = message_type
+        self._handler = handler
+        self._replica_id = replica_id
+        self._concurrency = concurrency
+        self._fetch_timeout = fetch_timeout
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.name = spec.consumer_name(replica_id)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"consumer:{self.name}")
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def stop(self, timeout: float = 8.0) -> None:
+        """Stop fetching; let the messages in hand finish (or be redelivered elsewhere)."""
+        self._stopping.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout)
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+
+    async def _run(self) -> None:
+        sub: JetStreamContext.PullSubscription | None = None
+        while not self._stopping.is_set():
+            try:
+                if sub is None:
+                    await ensure_consumer(self._nc, self._js, self._spec, self._replica_id)
+                    sub = await self._js.pull_subscribe_bind(
+                        durable=self.name, stream=self._spec.stream
+                    )
+                try:
+                    msgs = await sub.fetch(self._concurrency, timeout=self._fetch_timeout)
+                except (NatsTimeoutError, TimeoutError):
+                    continue
+                await asyncio.gather(*(self._process(m) for m in msgs))
+            except asyncio.CancelledError:
+                raise
+            except (NotFoundError, ServiceUnavailableError) as exc:
+                # The consumer vanished (NATS restarted without it, or it expired): recreate.
+                log.warning("consumer lost, recreating", consumer=self.name, error=str(exc)[:200])
+                await self._drop(sub)
+                sub = None
+                await self._pause(0.5)
+            except Exception as exc:
+                log.warning("consumer loop error", consumer=self.name, error=repr(exc)[:200])
+                if not self._nc.is_connected:
+                    await self._drop(sub)
+                    sub = None
+                await self._pause(0.5)
+        await self._drop(sub)
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    @staticmethod
+    async def _drop(sub: JetStreamContext.PullSubscription | None) -> None:
+        if sub is not None:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def _process(self, msg: Msg) -> None:
+        bind_correlation_id((msg.headers or {}).get(CORRELATION_HEADER))
+        try:
+            meta = msg.metadata
+            delivered = meta.num_delivered
+            if delivered > 1:
+                JS_REDELIVERIES.labels(consumer=self._spec.durable).inc()
+            try:
+                event = self._type.from_bytes(msg.data)
+            except ValidationError as exc:
+                await self._dead_letter(msg, f"malformed message: {_summary(exc)}")
+                return
+            try:
+                await self._handler(event, msg)
+            except PermanentError as exc:
+                await self._dead_letter(msg, f"permanent error: {exc}"[:500])
+                return
+            except Exception as exc:
+                if delivered >= self._spec.max_deliver:
+                    await self._dead_letter(
+                        msg, f"gave up after {delivered} deliveries: {exc!r}"[:500]
+                    )
+                    return
+                delays = self._spec.retry_delays
+                delay = delays[min(delivered - 1, len(delays) - 1)]
+                log.warning(
+                    "message failed, will retry",
+                    consumer=self.name,
+                    delivered=delivered,
+                    retry_in=delay,
+                    error=repr(exc)[:300],
+                )
+                await msg.nak(delay=delay)
+                return
+            await msg.ack_sync()
+        except Exception as exc:
+            # Ack or nak did not reach the server: JetStream redelivers after ack_wait.
+            log.warning("ack failed, message will be redelivered", error=repr(exc)[:200])
+        finally:
+            unbind_correlation_id()
+
+    async def _dead_letter(self, msg: Msg, reason: str) -> None:
+        meta = msg.metadata
+        headers = {
+            "Axiom-Dead-Letter-Reason": reason.replace("\r", " ").replace("\n", " "),
+            "Axiom-Original-Subject": msg.subject,
+            "Axiom-Original-Stream": meta.stream,
+            "Axiom-Original-Sequence": str(meta.sequence.stream),
+            "Axiom-Deliveries": str(meta.num_delivered),
+            MSG_ID_HEADER: f"{meta.stream}:{meta.sequence.stream}:{self._spec.durable}",
+        }
+        headers.update(correlation_headers())
+        # Stored first, then terminated: a crash in between redelivers, and the msg id above
+        # keeps the dead letter single.
+        await self._js.publish(self._spec.dead_letter_subject(), msg.data, headers=headers)
+        await msg.term()
+        DEAD_LETTERS.labels(consumer=self._spec.durable).inc()
+        log.error("message dead-lettered", consumer=self.name, reason=reason[:300])
+
+
+def _summary(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_url=False, include_input=False)[:5]:
+        loc = ".".join(str(p) for p in err.get("loc", ()))
+        parts.append(f"{loc or 'body'}: {err.get('msg')}")
+    return "; ".join(parts)

@@ -1,0 +1,30 @@
+"""Every wire model, in one place, shared by producers, consumers and tests."""
+
+from axiom_shared.schemas.base import Lamports, Message, Pubkey, StrictModel, TxSignature, utcnow
+from axiom_shared.schemas.payments import (
+    FINAL_STATUSES,
+    ChangeSource,
+    GetPaymentInput,
+    GetPaymentResult,
+    PaymentProvisioned,
+    PaymentStatus,
+    PaymentStatusChanged,
+    PaymentView,
+)
+
+__all__ = [
+    "FINAL_STATUSES",
+    "ChangeSource",
+    "GetPaymentInput",
+    "GetPaymentResult",
+    "Lamports",
+    "Message",
+    "PaymentProvisioned",
+    "PaymentStatus",
+    "PaymentStatusChanged",
+    "PaymentView",
+    "Pubkey",
+    "StrictModel",
+    "TxSignature",
+    "utcnow",
+]

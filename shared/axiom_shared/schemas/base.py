@@ -1,0 +1,121 @@
+"""Building blocks of every wire model: the versioned message base and the money/key types."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, ClassVar, Self
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+)
+
+_B58_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+_B58_INDEX = {c: i for i, c in enumerate(_B58_ALPHABET)}
+U64_MAX = 2**64 - 1
+
+
+def b58decode(text: str) -> bytes:
+    """Decode base58 (Bitcoin alphabet); raises ValueError on a foreign character."""
+    num = 0
+    for char in text:
+        try:
+            num = num * 58 + _B58_INDEX[char]
+        except KeyError:
+            raise ValueError(f"not base58: {char!r}") from None
+    body = num.to_bytes((num.bit_length() + 7) // 8, "big") if num else b""
+    leading = len(text) - len(text.lstrip("1"))
+    return b"\x00" * leading + body
+
+
+def _pubkey(value: str) -> str:
+    if not isinstance(value, str) or not 32 <= len(value) <= 44:
+        raise ValueError("must be a base58 public key (32 bytes)")
+    if len(b58decode(value)) != 32:
+        raise ValueError("must be a base58 public key (32 bytes)")
+    return value
+
+
+def _signature(value: str) -> str:
+    if not isinstance(value, str) or not 64 <= len(value) <= 88:
+        raise ValueError("must be a base58 transaction signature (64 bytes)")
+    if len(b58decode(value)) != 64:
+        raise ValueError("must be a base58 transaction signature (64 bytes)")
+    return value
+
+
+def _lamports_in(value: Any) -> Any:
+    # Amounts travel as decimal strings (lamports exceed 2^53); accept ints from our own code.
+    if isinstance(value, bool):
+        raise ValueError("must be a whole number of lamports")
+    if isinstance(value, str):
+        if not value.isdigit() or len(value) > 20:
+            raise ValueError("must be a decimal string of whole lamports")
+        return int(value)
+    return value
+
+
+Pubkey = Annotated[
+    str,
+    AfterValidator(_pubkey),
+    WithJsonSchema({"type": "string", "pattern": "^[1-9A-HJ-NP-Za-km-z]{32,44}$"}),
+]
+TxSignature = Annotated[
+    str,
+    AfterValidator(_signature),
+    WithJsonSchema({"type": "string", "pattern": "^[1-9A-HJ-NP-Za-km-z]{64,88}$"}),
+]
+Lamports = Annotated[
+    int,
+    BeforeValidator(_lamports_in),
+    Field(ge=0, le=U64_MAX),
+    PlainSerializer(str, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "pattern": "^[0-9]{1,20}$"}),
+]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class StrictModel(BaseModel):
+    """Unknown fields are refused, values are not coerced silently beyond JSON's own types."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+class Message(StrictModel):
+    """A message on NATS. `schema` names the message and its version (`name/N`); consumers
+    accept only the versions they know, and changes are additive within a version."""
+
+    SCHEMA: ClassVar[str]
+    #: Filled in from SCHEMA when built in code; required on the wire (see `from_bytes`).
+    schema_: str = Field(default="", alias="schema", validate_default=True)
+
+    @field_validator("schema_")
+    @classmethod
+    def _known_schema(cls, value: str, info: ValidationInfo) -> str:
+        expected: str | None = getattr(cls, "SCHEMA", None)
+        if expected is None:
+            return value
+        if value == "":
+            if info.context and info.context.get("wire"):
+                raise ValueError("schema is required")
+            return expected
+        if value != expected:
+            raise ValueError(f"unexpected schema {value!r}, expected {expected!r}")
+        return value
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json(by_alias=True).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Self:
+        return cls.model_validate_json(data, context={"wire": True})

@@ -1,0 +1,182 @@
+"""What every service is built from: the base aiohttp app with `/healthz`, `/readyz` and
+`/metrics`, the NATS connection in a cleanup context, and `run_service` for `__main__`.
+
+Shutdown (SIGTERM/SIGINT): aiohttp stops accepting connections and `/readyz` turns 503, HTTP
+requests in flight finish (up to `shutdown_timeout`), then the cleanup contexts close in reverse
+order: consumers stop fetching and finish their messages, and NATS is drained last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from aiohttp import web
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from redis.asyncio import Redis
+
+from axiom_shared.db import Database, open_database
+from axiom_shared.http import DEFAULT_MAX_BODY, http_middlewares, json_response
+from axiom_shared.logging import configure_logging, get_logger
+from axiom_shared.metrics import render_metrics
+from axiom_shared.migrations import Migration, migrate
+from axiom_shared.nats import connect_nats
+from axiom_shared.redis import create_redis, redis_ready
+from axiom_shared.settings import ServiceSettings
+from axiom_shared.topology import ensure_topology
+
+log = get_logger(__name__)
+
+S = TypeVar("S", bound=ServiceSettings)
+ReadinessCheck = Callable[[], Awaitable[bool]]
+
+
+@dataclass
+class Bus:
+    """The service's NATS connection and its JetStream context."""
+
+    nc: NATS
+    js: JetStreamContext
+
+
+settings_key = web.AppKey("settings", ServiceSettings)
+bus_key = web.AppKey("bus", Bus)
+readiness_key = web.AppKey("readiness", dict[str, ReadinessCheck])
+stopping_key = web.AppKey("stopping", asyncio.Event)
+redis_key = web.AppKey("redis", Redis)
+
+
+def create_service_app(
+    settings: ServiceSettings, *, max_body: int = DEFAULT_MAX_BODY
+) -> web.Application:
+    """The base app every service factory starts from."""
+    app = web.Application(
+        middlewares=http_middlewares(settings.service_name), client_max_size=max_body
+    )
+    app[settings_key] = settings
+    app[readiness_key] = {}
+    app[stopping_key] = asyncio.Event()
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+    app.router.add_get("/metrics", _metrics)
+    app.cleanup_ctx.append(_nats_context)
+    app.on_shutdown.append(_mark_stopping)
+    return app
+
+
+def add_readiness_check(app: web.Application, name: str, check: ReadinessCheck) -> None:
+    app[readiness_key][name] = check
+
+
+async def _nats_context(app: web.Application) -> AsyncIterator[None]:
+    settings = app[settings_key]
+    nc = await connect_nats(
+        settings.nats_url, settings.service_name, connect_timeout=settings.nats_connect_timeout
+    )
+    js = nc.jetstream()
+    await ensure_topology(nc, js, settings.nats_stream_replicas)
+    app[bus_key] = Bus(nc=nc, js=js)
+
+    async def nats_ready() -> bool:
+        return bool(nc.is_connected)
+
+    add_readiness_check(app, "nats", nats_ready)
+    yield
+    try:
+        await asyncio.wait_for(nc.drain(), timeout=settings.shutdown_timeout)
+    except Exception as exc:
+        log.warning("nats drain incomplete", error=repr(exc)[:200])
+        await nc.close()
+
+
+async def _mark_stopping(app: web.Application) -> None:
+    app[stopping_key].set()
+    log.info("shutting down: no new work, finishing what is in flight")
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok", "service": request.app[settings_key].service_name})
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    app = request.app
+    results: dict[str, bool] = {}
+    for name, check in app[readiness_key].items():
+        try:
+            results[name] = await asyncio.wait_for(check(), timeout=1.0)
+        except Exception:
+            results[name] = False
+    ready = all(results.values()) and not app[stopping_key].is_set()
+    body = {"status": "ready" if ready else "unavailable", "checks": results}
+    return json_response(body, status=200 if ready else 503)
+
+
+async def _metrics(_request: web.Request) -> web.Response:
+    payload, content_type = render_metrics()
+    response = web.Response(body=payload)
+    response.headers["Content-Type"] = content_type
+    return response
+
+
+def run_service(settings_type: type[S], create_app: Callable[[S], web.Application]) -> None:
+    """The body of every `__main__`: settings from the environment, logging, serve until
+    SIGTERM/SIGINT, exit 0 after a graceful shutdown."""
+    settings = settings_type.load()
+    configure_logging(settings.service_name, settings.log_level, json=settings.log_json)
+    app = create_app(settings)
+    log.info("starting", host=settings.host, port=settings.port)
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        shutdown_timeout=settings.shutdown_timeout,
+        access_log=None,
+        print=None,
+        handle_signals=True,
+    )
+    log.info("stopped")
+
+
+CleanupContext = Callable[[web.Application], AsyncIterator[None]]
+
+
+def redis_context(url: str, timeout: float) -> CleanupContext:
+    """A cleanup context that opens the Redis client into `app[redis_key]` and checks it."""
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        client = create_redis(url, timeout)
+        app[redis_key] = client
+
+        async def ready() -> bool:
+            return await redis_ready(client)
+
+        add_readiness_check(app, "redis", ready)
+        yield
+        await client.aclose()
+
+    return context
+
+
+def database_context(
+    key: web.AppKey[Database],
+    name: str,
+    url: str,
+    auth_token: str | None,
+    migrations: list[Migration] | None = None,
+) -> CleanupContext:
+    """A cleanup context that opens a libSQL database into `app[key]`, applies pending
+    migrations (idempotent, safe when replicas start together) and checks it."""
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        db = await open_database(url, auth_token)
+        if migrations:
+            await migrate(db, migrations)
+        app[key] = db
+        add_readiness_check(app, name, db.ping)
+        yield
+        await db.close()
+
+    return context

@@ -1,0 +1,83 @@
+"""The one settings base every service derives from.
+
+Settings are built at start-up (`Settings.load()`), never at import: importing a module needs
+no secret. Every secret is a `SecretStr` (its repr is masked) and may also be given as a file
+named by `<NAME>_FILE` (the Docker/Kubernetes secrets convention). Secret values are
+registered with the log redactor as soon as they are read.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Self
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from axiom_shared.logging import register_secret
+
+
+class ServiceSettings(BaseSettings):
+    """What every service needs: where NATS and Redis are, how to log, where to listen."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="",
+        extra="ignore",
+        case_sensitive=False,
+        validate_default=True,
+        populate_by_name=True,
+    )
+
+    service_name: str = "service"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    nats_url: str = "nats://127.0.0.1:4222"
+    nats_connect_timeout: float = Field(default=2.0, gt=0)
+    #: JetStream replica count for the streams we declare (1 locally, 3 in a cluster).
+    nats_stream_replicas: int = Field(default=1, ge=1, le=5)
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_timeout: float = Field(default=0.5, gt=0)
+    log_level: str = "INFO"
+    log_json: bool | None = None
+    #: How long SIGTERM waits for in-flight work before the process exits anyway.
+    shutdown_timeout: float = Field(default=8.0, gt=0)
+    #: Timeout of NATS request/reply calls between services.
+    request_timeout: float = Field(default=5.0, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secrets_from_files(cls, data: Any) -> Any:
+        """`NAME_FILE=/run/secrets/x` supplies NAME when NAME itself is not set."""
+        if not isinstance(data, dict):
+            return data
+        for name, field in cls.model_fields.items():
+            if field.annotation not in (SecretStr, SecretStr | None):
+                continue
+            if data.get(name) not in (None, ""):
+                continue
+            path = os.environ.get(f"{name.upper()}_FILE")
+            if path:
+                data[name] = Path(path).read_text(encoding="utf-8").strip()
+        return data
+
+    @model_validator(mode="after")
+    def _register_secrets(self) -> Self:
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                register_secret(value.get_secret_value())
+        return self
+
+    @classmethod
+    def load(cls, **overrides: Any) -> Self:
+        """Build the settings from the environment (and `*_FILE` secrets), plus overrides."""
+        return cls(**overrides)
+
+
+def secret_value(secret: SecretStr | None) -> str | None:
+    """The plain value of an optional secret; empty strings count as unset."""
+    if secret is None:
+        return None
+    value = secret.get_secret_value()
+    return value or None

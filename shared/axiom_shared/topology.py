@@ -1,0 +1,180 @@
+"""Every NATS subject, JetStream stream, consumer and KV bucket of the system, in one place.
+
+Any service may start first, so each one declares the whole topology at start-up; declaring is
+idempotent (create, or update to this config). Streams are file-backed: a fact published here
+survives a NATS restart. The replica count is a setting (1 locally, 3 in a cluster).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js import api as js_api
+from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError
+
+from axiom_shared.logging import get_logger
+
+log = get_logger(__name__)
+
+DAY = 24 * 3600.0
+
+# --- request/reply (core NATS, served on queue groups) -------------------------------------
+PAYMENTS_CREATE = "payments.create"
+PAYMENTS_GET = "payments.get"
+AMADEUS_SEARCH = "amadeus.search"
+AMADEUS_BOOK = "amadeus.book"
+
+# --- JetStream subjects -------------------------------------------------------------------
+#: `payments.events.status.<payment_id>`: every status change (PaymentStatusChanged).
+PAYMENT_STATUS_SUBJECT = "payments.events.status.{payment_id}"
+PAYMENT_STATUS_ALL = "payments.events.status.>"
+#: `payments.events.provisioned.<payment_id>`: fulfilment done (PaymentProvisioned).
+PAYMENT_PROVISIONED_SUBJECT = "payments.events.provisioned.{payment_id}"
+#: `dlq.<stream>.<consumer>`: messages a consumer gave up on, with the reason in headers.
+DEAD_LETTER_SUBJECT = "dlq.{stream}.{consumer}"
+
+# --- KV -----------------------------------------------------------------------------------
+#: Latest PaymentStatusChanged per payment, for late SSE clients and polling.
+PAYMENT_STATUS_BUCKET = "payment_status"
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    name: str
+    subjects: tuple[str, ...]
+    max_age: float
+    duplicate_window: float = 120.0
+    retention: js_api.RetentionPolicy = js_api.RetentionPolicy.LIMITS
+    description: str = ""
+
+    def config(self, replicas: int) -> js_api.StreamConfig:
+        return js_api.StreamConfig(
+            name=self.name,
+            description=self.description,
+            subjects=list(self.subjects),
+            retention=self.retention,
+            storage=js_api.StorageType.FILE,
+            max_age=self.max_age,
+            duplicate_window=self.duplicate_window,
+            num_replicas=replicas,
+            discard=js_api.DiscardPolicy.OLD,
+        )
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    """A durable pull consumer. `fan_out` consumers get a per-replica name and expire when the
+    replica is gone (every replica sees every message); the others are shared work queues."""
+
+    stream: str
+    durable: str
+    filter_subject: str
+    max_deliver: int = 8
+    ack_wait: float = 30.0
+    #: Delay before each redelivery after a failure (by attempt; the last one repeats).
+    retry_delays: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0)
+    max_ack_pending: int = 1000
+    fan_out: bool = False
+    deliver_new_only: bool = False
+    inactive_threshold: float = 300.0
+    extra: dict[str, object] = field(default_factory=dict)
+
+    def consumer_name(self, replica_id: str | None = None) -> str:
+        if self.fan_out:
+            if not replica_id:
+                raise ValueError("a fan-out consumer needs a replica id")
+            return f"{self.durable}-{replica_id}"
+        return self.durable
+
+    def config(self, replica_id: str | None = None) -> js_api.ConsumerConfig:
+        name = self.consumer_name(replica_id)
+        return js_api.ConsumerConfig(
+            name=name,
+            durable_name=name,
+            filter_subject=self.filter_subject,
+            ack_policy=js_api.AckPolicy.EXPLICIT,
+            deliver_policy=(
+                js_api.DeliverPolicy.NEW if self.deliver_new_only else js_api.DeliverPolicy.ALL
+            ),
+            ack_wait=self.ack_wait,
+            # One more than we use: the consumer loop dead-letters on the last delivery itself.
+            max_deliver=self.max_deliver + 1,
+            max_ack_pending=self.max_ack_pending,
+            inactive_threshold=self.inactive_threshold if self.fan_out else None,
+        )
+
+    def dead_letter_subject(self) -> str:
+        return DEAD_LETTER_SUBJECT.format(stream=self.stream, consumer=self.durable)
+
+
+PAYMENT_EVENTS = StreamSpec(
+    name="PAYMENT_EVENTS",
+    subjects=("payments.events.>",),
+    max_age=30 * DAY,
+    duplicate_window=600.0,
+    description="payment status changes and provisioning facts",
+)
+DEAD_LETTERS = StreamSpec(
+    name="DEAD_LETTERS",
+    subjects=("dlq.>",),
+    max_age=30 * DAY,
+    duplicate_window=600.0,
+    description="messages a consumer gave up on, kept for inspection and replay",
+)
+
+STREAMS: tuple[StreamSpec, ...] = (PAYMENT_EVENTS, DEAD_LETTERS)
+
+#: Each notifier replica reads every status change (no shared queue).
+NOTIFIER_STATUS_FEED = ConsumerSpec(
+    stream=PAYMENT_EVENTS.name,
+    durable="notifier-status",
+    filter_subject=PAYMENT_STATUS_ALL,
+    fan_out=True,
+    deliver_new_only=True,
+    max_deliver=3,
+    ack_wait=10.0,
+)
+
+
+async def ensure_topology(nc: NATS, js: JetStreamContext, replicas: int = 1) -> None:
+    """Create or update every stream and KV bucket (idempotent)."""
+    for spec in STREAMS:
+        config = spec.config(replicas)
+        try:
+            await js.add_stream(config)
+        except BadRequestError:
+            # Exists with another config: bring it to this one.
+            await js.update_stream(config)
+    try:
+        await js.key_value(PAYMENT_STATUS_BUCKET)
+    except BucketNotFoundError:
+        await js.create_key_value(
+            bucket=PAYMENT_STATUS_BUCKET,
+            history=1,
+            ttl=30 * DAY,
+            replicas=replicas,
+            storage=js_api.StorageType.FILE,
+            description="latest status per payment",
+        )
+
+
+async def ensure_consumer(
+    nc: NATS, js: JetStreamContext, spec: ConsumerSpec, replica_id: str | None = None
+) -> str:
+    """Create the consumer, or update it in place when its config changed; returns its name."""
+    config = spec.config(replica_id)
+    name = spec.consumer_name(replica_id)
+    try:
+        await js.add_consumer(spec.stream, config)
+    except BadRequestError:
+        # nats-py has no update call: the server's create API updates with action=update.
+        request = {"stream_name": spec.stream, "config": config.as_dict(), "action": "update"}
+        subject = f"$JS.API.CONSUMER.CREATE.{spec.stream}.{name}.{spec.filter_subject}"
+        reply = await nc.request(subject, json.dumps(request).encode(), timeout=5)
+        answer = json.loads(reply.data)
+        if "error" in answer:
+            raise NotFoundError(description=str(answer["error"])) from None
+    return name

@@ -1,0 +1,5 @@
+"""Fixtures shared by every test tier; each plugin module lives in tests/fixtures/."""
+
+pytest_plugins = [
+    "tests.fixtures.infra",
+]

@@ -1,0 +1,137 @@
+"""One service's code publishes over real JetStream, another's consumes; poison goes to the
+dead-letter subject and the consumer keeps going."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from axiom_notifier.app import create_app as create_notifier
+from axiom_notifier.app import hub_key
+from axiom_notifier.settings import NotifierSettings
+from axiom_payments.events import publish_status_changed
+from axiom_shared.metrics import DEAD_LETTERS
+from axiom_shared.schemas import ChangeSource, PaymentStatus, PaymentStatusChanged, PaymentView
+from axiom_shared.topology import NOTIFIER_STATUS_FEED, PAYMENT_STATUS_BUCKET
+from nats.aio.client import Client as NATS
+
+from sandbox.infra import NatsServer
+from tests.fixtures.infra import start_app, wait_for
+
+pytestmark = pytest.mark.connected
+
+PUBKEY = "4Nd1mBQtrMJVYVfKf2PJy9NZUZdTAsp7D4xWLs4gDB4T"
+SIG = "5VERv8NMvzbJMEkV8xnrLkEaWRtSz9CosKDYjCJjBRnbJLgp8uirBgmQpjKhoR4tjF3ZpRzrFmBV6UjKdiSZkQUW"
+
+
+def status_event(payment_id: str, status: PaymentStatus, version: int) -> PaymentStatusChanged:
+    now = datetime.now(UTC)
+    view = PaymentView(
+        payment_id=payment_id,
+        status=status,
+        order_id="pro-monthly",
+        amount_lamports=10_000_000,
+        recipient=PUBKEY,
+        reference=PUBKEY,
+        tx_signature=None if status == PaymentStatus.PENDING else SIG,
+        expires_at=now + timedelta(minutes=15),
+        created_at=now,
+        updated_at=now,
+        version=version,
+    )
+    return PaymentStatusChanged(payment=view, previous_status=None, source=ChangeSource.WEBHOOK)
+
+
+async def test_status_change_reaches_notifier_and_poison_is_dead_lettered(
+    nats_server: NatsServer, nats_client: NATS
+) -> None:
+    settings = NotifierSettings.load(nats_url=nats_server.url, port=0)
+    notifier = await start_app(create_notifier(settings))
+    try:
+        hub = notifier[hub_key]
+        payment_id = f"pay_{uuid.uuid4().hex}"
+        watcher = hub.watch(payment_id)
+        js = nats_client.jetstream()
+        dlq = await js.subscribe(NOTIFIER_STATUS_FEED.dead_letter_subject())
+        await wait_for(lambda: notifier.app[hub_key] is hub and _consumer_exists(js, settings))
+        dead_before = DEAD_LETTERS.labels(consumer=NOTIFIER_STATUS_FEED.durable)._value.get()
+
+        await publish_status_changed(js, status_event(payment_id, PaymentStatus.PENDING, 1))
+        first = await _next(watcher)
+        assert first.payment.status == PaymentStatus.PENDING
+
+        # A malformed message on the same subject, then a good one behind it.
+        subject = f"payments.events.status.{payment_id}"
+        await js.publish(subject, b'{"schema": "payments.status_changed/1", "payment": {}}')
+        await js.publish(subject, b"not even json")
+        await publish_status_changed(js, status_event(payment_id, PaymentStatus.VERIFIED, 2))
+
+        second = await _next(watcher)
+        assert second.payment.status == PaymentStatus.VERIFIED
+        assert second.payment.version == 2
+
+        letters = [await dlq.next_msg(timeout=5), await dlq.next_msg(timeout=5)]
+        reasons = [m.headers["Axiom-Dead-Letter-Reason"] for m in letters if m.headers]
+        assert all(r.startswith("malformed message") for r in reasons)
+        assert len(reasons) == 2
+        assert letters[1].data == b"not even json"
+        assert letters[0].headers is not None
+        assert letters[0].headers["Axiom-Original-Subject"] == subject
+        after = DEAD_LETTERS.labels(consumer=NOTIFIER_STATUS_FEED.durable)._value.get()
+        assert after - dead_before == 2
+
+        # The latest status is kept for clients that connect late.
+        kv = await js.key_value(PAYMENT_STATUS_BUCKET)
+        latest = PaymentStatusChanged.from_bytes((await kv.get(payment_id)).value or b"")
+        assert latest.payment.version == 2
+        # An older change published late never replaces a newer latest status.
+        await publish_status_changed(js, status_event(payment_id, PaymentStatus.PENDING, 1))
+        latest = PaymentStatusChanged.from_bytes((await kv.get(payment_id)).value or b"")
+        assert latest.payment.status == PaymentStatus.VERIFIED
+    finally:
+        await notifier.server.close()
+
+
+async def test_a_republished_change_is_delivered_once(
+    nats_server: NatsServer, nats_client: NATS
+) -> None:
+    settings = NotifierSettings.load(nats_url=nats_server.url, port=0)
+    notifier = await start_app(create_notifier(settings))
+    try:
+        hub = notifier[hub_key]
+        payment_id = f"pay_{uuid.uuid4().hex}"
+        watcher = hub.watch(payment_id)
+        js = nats_client.jetstream()
+        await wait_for(lambda: _consumer_exists(js, settings))
+        event = status_event(payment_id, PaymentStatus.PENDING, 1)
+        for _ in range(3):  # a publisher retrying after a lost ack
+            await publish_status_changed(js, event)
+        await publish_status_changed(js, status_event(payment_id, PaymentStatus.VERIFIED, 2))
+        got = [await _next(watcher), await _next(watcher)]
+        assert [e.payment.version for e in got] == [1, 2]
+        assert watcher.empty()
+    finally:
+        await notifier.server.close()
+
+
+async def _consumer_exists(js: object, settings: NotifierSettings) -> bool:
+    from nats.js import JetStreamContext
+
+    assert isinstance(js, JetStreamContext)
+    try:
+        await js.consumer_info(
+            NOTIFIER_STATUS_FEED.stream, NOTIFIER_STATUS_FEED.consumer_name(settings.replica_id)
+        )
+    except Exception:
+        return False
+    return True
+
+
+async def _next(queue: object) -> PaymentStatusChanged:
+    import asyncio
+
+    assert isinstance(queue, asyncio.Queue)
+    item = await asyncio.wait_for(queue.get(), 5)
+    assert isinstance(item, PaymentStatusChanged)
+    return item

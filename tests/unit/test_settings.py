@@ -1,0 +1,56 @@
+"""Settings: from the environment at start-up, secrets from `*_FILE`, never shown."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from axiom_amadeus_proxy.settings import AmadeusProxySettings
+from axiom_gateway.settings import GatewaySettings
+from axiom_payments.settings import PaymentsSettings
+
+
+def test_defaults_work_with_nothing_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("NATS_URL", "REDIS_URL", "PORT", "GATEWAY_PORT", "PAYMENTS_PORT"):
+        monkeypatch.delenv(var, raising=False)
+    assert GatewaySettings.load().port == 8080
+    payments = PaymentsSettings.load()
+    assert payments.port == 8082
+    assert payments.nats_url == "nats://127.0.0.1:4222"
+    assert payments.turso_db_url == "file:var/payments.db"
+
+
+def test_service_port_and_generic_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_PORT", "9001")
+    assert GatewaySettings.load().port == 9001
+    monkeypatch.delenv("GATEWAY_PORT")
+    monkeypatch.setenv("PORT", "9002")
+    assert GatewaySettings.load().port == 9002
+
+
+def test_secret_from_file_and_masked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    secret_file = tmp_path / "token"
+    secret_file.write_text("file-secret-value\n")
+    monkeypatch.delenv("TURSO_DB_AUTH_TOKEN", raising=False)
+    monkeypatch.setenv("TURSO_DB_AUTH_TOKEN_FILE", str(secret_file))
+    settings = PaymentsSettings.load()
+    assert settings.turso_db_auth_token is not None
+    assert settings.turso_db_auth_token.get_secret_value() == "file-secret-value"
+    assert "file-secret-value" not in repr(settings)
+    assert "file-secret-value" not in str(settings.model_dump())
+
+
+def test_environment_value_wins_over_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    secret_file = tmp_path / "token"
+    secret_file.write_text("from-file")
+    monkeypatch.setenv("BOOKINGS_DB_AUTH_TOKEN", "from-env")
+    monkeypatch.setenv("BOOKINGS_DB_AUTH_TOKEN_FILE", str(secret_file))
+    token = AmadeusProxySettings.load().bookings_db_auth_token
+    assert token is not None
+    assert token.get_secret_value() == "from-env"
+
+
+def test_bad_values_fail_at_start_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_PORT", "70000")
+    with pytest.raises(ValueError, match="GATEWAY_PORT"):
+        GatewaySettings.load()
