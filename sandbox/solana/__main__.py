@@ -1,0 +1,3 @@
+from sandbox.solana.server import main
+
+main()
