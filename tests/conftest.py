@@ -3,4 +3,5 @@
 pytest_plugins = [
     "tests.fixtures.infra",
     "tests.fixtures.solana",
+    "tests.fixtures.amadeus",
 ]

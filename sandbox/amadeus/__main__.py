@@ -1,0 +1,3 @@
+from sandbox.amadeus.main import main
+
+main()
