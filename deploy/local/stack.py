@@ -22,7 +22,6 @@ from axiom_amadeus_proxy.app import bookings_migrations
 from axiom_payments.app import payments_migrations
 from axiom_shared.db import open_database
 from axiom_shared.migrations import Migration, migrate
-
 from deploy.local.processes import SERVICES, ChildProcess, service_process
 from sandbox.infra import (
     ManagedServer,

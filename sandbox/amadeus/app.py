@@ -16,9 +16,9 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from aiohttp import web
-from axiom_shared.logging import get_logger
 from pydantic import ValidationError
 
+from axiom_shared.logging import get_logger
 from sandbox.amadeus.booking import OrderBook, price_offers
 from sandbox.amadeus.config import AmadeusSandboxConfig
 from sandbox.amadeus.errors import (

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from aiohttp import web
-from axiom_shared.logging import configure_logging, get_logger
 
+from axiom_shared.logging import configure_logging, get_logger
 from sandbox.amadeus.app import create_app
 from sandbox.amadeus.config import AmadeusSandboxConfig
 

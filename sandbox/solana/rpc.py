@@ -7,13 +7,13 @@ import binascii
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from axiom_shared.logging import get_logger
 from solders.hash import Hash
 from solders.message import MessageV0, MessageV1, from_bytes_versioned
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 from solders.transaction import VersionedTransaction
 
+from axiom_shared.logging import get_logger
 from sandbox.solana.chain import Chain, Commitment, TransactionRejected
 from sandbox.solana.encoding import (
     Json,

@@ -10,8 +10,8 @@ import sys
 from collections.abc import AsyncIterator, Sequence
 
 from aiohttp import web
-from axiom_shared.logging import configure_logging, get_logger
 
+from axiom_shared.logging import configure_logging, get_logger
 from sandbox.solana import admin
 from sandbox.solana.chain import Chain
 from sandbox.solana.clock import SlotClock

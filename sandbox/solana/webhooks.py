@@ -14,9 +14,9 @@ from decimal import Decimal
 from typing import Any
 
 import aiohttp
-from axiom_shared.logging import get_logger
 from solders.pubkey import Pubkey
 
+from axiom_shared.logging import get_logger
 from sandbox.solana.chain import MEMO_PROGRAM_IDS, Chain, Commitment, TxRecord
 from sandbox.solana.config import SandboxConfig
 from sandbox.solana.encoding import (

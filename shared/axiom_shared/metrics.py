@@ -6,7 +6,7 @@ histograms). Labels never carry secrets, ids or free text, only small fixed sets
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
 HTTP_REQUEST_SECONDS = Histogram(
     "axiom_http_request_duration_seconds",
@@ -34,3 +34,41 @@ DEAD_LETTERS = Counter(
 def render_metrics() -> tuple[bytes, str]:
     """The Prometheus text exposition of this process's metrics, and its content type."""
     return generate_latest(), CONTENT_TYPE_LATEST
+
+# --- key figures of the plan (alert rules in deploy/prometheus/alerts.yml use these) ---------
+PAYMENT_OUTCOMES = Counter(
+    "axiom_payment_outcomes_total",
+    "Payments reaching an outcome: provisioned, failed (by reason) or expired",
+    ["outcome", "reason"],
+)
+VERIFICATION_SECONDS = Histogram(
+    "axiom_verification_duration_seconds",
+    "Time to turn one candidate into a verdict (chain reads included)",
+    ["source"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0),
+)
+RATE_LIMIT_DECISIONS = Counter(
+    "axiom_rate_limit_decisions_total",
+    "Rate-limit decisions: allowed, limited, bypassed (admin), fallback_allowed, fallback_limited",
+    ["route", "decision"],
+)
+WEBHOOK_ITEMS = Counter(
+    "axiom_webhook_items_total",
+    "Webhook items received, by provider and outcome (stored, duplicate, rejected, failed)",
+    ["provider", "outcome"],
+)
+WEBHOOK_DELAY_SECONDS = Histogram(
+    "axiom_webhook_processing_delay_seconds",
+    "From a webhook item's arrival to the payment decision it led to",
+    ["provider"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0),
+)
+TOKEN_CACHE = Counter(
+    "axiom_token_cache_total",
+    "Upstream access-token cache lookups: hit, miss, refresh, invalidated",
+    ["upstream", "result"],
+)
+SSE_STREAMS_OPEN = Gauge(
+    "axiom_sse_streams_open",
+    "Server-Sent Events streams currently open on this replica",
+)

@@ -8,6 +8,10 @@ from collections.abc import AsyncIterator
 from typing import ClassVar
 
 import pytest
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
 from axiom_shared.errors import ApiError
 from axiom_shared.nats import (
     Endpoint,
@@ -19,9 +23,6 @@ from axiom_shared.nats import (
 )
 from axiom_shared.schemas.base import Message
 from axiom_shared.topology import ConsumerSpec
-from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
-from nats.js import JetStreamContext
 
 pytestmark = pytest.mark.connected
 

@@ -7,6 +7,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from nats.aio.client import Client as NATS
+
 from axiom_notifier.app import create_app as create_notifier
 from axiom_notifier.app import hub_key
 from axiom_notifier.settings import NotifierSettings
@@ -14,8 +16,6 @@ from axiom_payments.events import publish_status_changed
 from axiom_shared.metrics import DEAD_LETTERS
 from axiom_shared.schemas import ChangeSource, PaymentStatus, PaymentStatusChanged, PaymentView
 from axiom_shared.topology import NOTIFIER_STATUS_FEED, PAYMENT_STATUS_BUCKET
-from nats.aio.client import Client as NATS
-
 from sandbox.infra import NatsServer
 from tests.fixtures.infra import start_app, wait_for
 

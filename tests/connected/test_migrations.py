@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+
 from axiom_amadeus_proxy.app import bookings_migrations
 from axiom_payments.app import payments_migrations
 from axiom_shared.db import Database, IntegrityError, open_database
@@ -208,19 +209,19 @@ async def test_bookings_migration_keeps_legacy_rows(tmp_path: Path) -> None:
         original = await legacy_rows(db)
         migrations = bookings_migrations()
 
-        assert await migrate(db, migrations) == [1, 2]
+        assert await migrate(db, migrations) == [1, 2, 3]
         assert await legacy_rows(db) == original
         providers = await db.fetch_all(
             "SELECT payment_provider, idempotency_key FROM agent_transactions"
         )
         assert providers == [{"payment_provider": "solana", "idempotency_key": None}] * 3
 
-        assert await migrate_down(db, migrations) == [2, 1]
+        assert await migrate_down(db, migrations) == [3, 2, 1]
         assert await legacy_rows(db) == original
         columns = {r["name"] for r in await db.fetch_all("PRAGMA table_info(agent_transactions)")}
         assert "idempotency_key" not in columns
 
-        assert await migrate(db, migrations) == [1, 2]
+        assert await migrate(db, migrations) == [1, 2, 3]
         assert await legacy_rows(db) == original
 
         await db.execute("UPDATE agent_transactions SET idempotency_key = 'k1' WHERE id = 'tx0'")

@@ -8,9 +8,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from pydantic import BaseModel, ConfigDict, Field
+
 from axiom_shared.errors import ApiError
 from axiom_shared.http import http_middlewares, json_response, read_json
-from pydantic import BaseModel, ConfigDict, Field
 
 
 class Order(BaseModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from axiom_shared.logging import (
     bind_correlation_id,
     configure_logging,

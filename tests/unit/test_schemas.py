@@ -6,6 +6,8 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from pydantic import ValidationError
+
 from axiom_shared.schemas import (
     ChangeSource,
     GetPaymentInput,
@@ -14,7 +16,6 @@ from axiom_shared.schemas import (
     PaymentView,
 )
 from axiom_shared.schemas.base import U64_MAX, b58decode
-from pydantic import ValidationError
 
 PUBKEY = "4Nd1mBQtrMJVYVfKf2PJy9NZUZdTAsp7D4xWLs4gDB4T"
 SIG = "5VERv8NMvzbJMEkV8xnrLkEaWRtSz9CosKDYjCJjBRnbJLgp8uirBgmQpjKhoR4tjF3ZpRzrFmBV6UjKdiSZkQUW"

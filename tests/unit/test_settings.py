@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from axiom_amadeus_proxy.settings import AmadeusProxySettings
 from axiom_gateway.settings import GatewaySettings
 from axiom_payments.settings import PaymentsSettings

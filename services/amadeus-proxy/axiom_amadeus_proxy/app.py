@@ -5,6 +5,8 @@ from __future__ import annotations
 from importlib.resources import files
 
 from aiohttp import web
+
+from axiom_amadeus_proxy.settings import AmadeusProxySettings
 from axiom_shared.db import Database
 from axiom_shared.migrations import Migration, load_migrations
 from axiom_shared.service import (
@@ -14,8 +16,6 @@ from axiom_shared.service import (
     run_service,
 )
 from axiom_shared.settings import secret_value
-
-from axiom_amadeus_proxy.settings import AmadeusProxySettings
 
 bookings_db_key = web.AppKey("bookings_db", Database)
 

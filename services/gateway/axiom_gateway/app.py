@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from aiohttp import web
-from axiom_shared.service import create_service_app, redis_context, run_service
 
 from axiom_gateway.settings import GatewaySettings
+from axiom_shared.service import create_service_app, redis_context, run_service
 
 
 def create_app(settings: GatewaySettings) -> web.Application:

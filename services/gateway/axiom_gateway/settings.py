@@ -1,7 +1,8 @@
 from __future__ import annotations
 
-from axiom_shared.settings import ServiceSettings
 from pydantic import AliasChoices, Field
+
+from axiom_shared.settings import ServiceSettings
 
 
 class GatewaySettings(ServiceSettings):

@@ -6,6 +6,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from aiohttp import web
+from nats.aio.msg import Msg
+
+from axiom_notifier.hub import StatusHub
+from axiom_notifier.settings import NotifierSettings
 from axiom_shared.nats import JetStreamConsumer
 from axiom_shared.schemas import PaymentStatusChanged
 from axiom_shared.service import (
@@ -15,10 +19,6 @@ from axiom_shared.service import (
     run_service,
 )
 from axiom_shared.topology import NOTIFIER_STATUS_FEED
-from nats.aio.msg import Msg
-
-from axiom_notifier.hub import StatusHub
-from axiom_notifier.settings import NotifierSettings
 
 hub_key = web.AppKey("hub", StatusHub)
 

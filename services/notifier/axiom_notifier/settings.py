@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import uuid
 
-from axiom_shared.settings import ServiceSettings
 from pydantic import AliasChoices, Field
+
+from axiom_shared.settings import ServiceSettings
 
 
 class NotifierSettings(ServiceSettings):

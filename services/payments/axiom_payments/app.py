@@ -5,12 +5,12 @@ from __future__ import annotations
 from importlib.resources import files
 
 from aiohttp import web
+
+from axiom_payments.settings import PaymentsSettings
 from axiom_shared.db import Database
 from axiom_shared.migrations import Migration, load_migrations
 from axiom_shared.service import create_service_app, database_context, run_service
 from axiom_shared.settings import secret_value
-
-from axiom_payments.settings import PaymentsSettings
 
 payments_db_key = web.AppKey("payments_db", Database)
 

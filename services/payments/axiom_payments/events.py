@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+
 from axiom_shared.nats import publish_event
 from axiom_shared.schemas import PaymentProvisioned, PaymentStatusChanged
 from axiom_shared.topology import (
@@ -9,8 +12,6 @@ from axiom_shared.topology import (
     PAYMENT_STATUS_BUCKET,
     PAYMENT_STATUS_SUBJECT,
 )
-from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 
 async def publish_status_changed(js: JetStreamContext, event: PaymentStatusChanged) -> None:

@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 from aiohttp import web
-from axiom_shared.service import create_service_app, run_service
 
+from axiom_shared.service import create_service_app, run_service
 from axiom_verifier.settings import VerifierSettings
 
 
