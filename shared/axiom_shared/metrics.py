@@ -35,6 +35,7 @@ def render_metrics() -> tuple[bytes, str]:
     """The Prometheus text exposition of this process's metrics, and its content type."""
     return generate_latest(), CONTENT_TYPE_LATEST
 
+
 # --- key figures of the plan (alert rules in deploy/prometheus/alerts.yml use these) ---------
 PAYMENT_OUTCOMES = Counter(
     "axiom_payment_outcomes_total",
