@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures.infra",
     "tests.fixtures.solana",
     "tests.fixtures.amadeus",
+    "tests.fixtures.services",
 ]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -165,10 +165,12 @@ class InFlight:
         self._slots = asyncio.Semaphore(limit)
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def submit(self, handle: Callable[[Request], Awaitable[None]], req: Request) -> None:
+    async def submit(
+        self, handle: Callable[[Request], Coroutine[Any, Any, None]], req: Request
+    ) -> None:
         # Waiting for a slot holds the subscription's loop: that is the back-pressure.
         await self._slots.acquire()
-        task = asyncio.create_task(handle(req))
+        task: asyncio.Task[None] = asyncio.create_task(handle(req))
         self._tasks.add(task)
         task.add_done_callback(self._done)
 
@@ -206,10 +208,12 @@ async def serve(
         await service.add_endpoint(
             EndpointConfig(name=endpoint.name, subject=endpoint.subject, handler=handle)
         )
+    # The subscriptions exist once the server has them: before that, requests see no responders.
+    await nc.flush()
     return service
 
 
-def _wrap(endpoint: Endpoint) -> Callable[[Request], Awaitable[None]]:
+def _wrap(endpoint: Endpoint) -> Callable[[Request], Coroutine[Any, Any, None]]:
     async def handle(req: Request) -> None:
         bind_correlation_id((req.headers or {}).get(CORRELATION_HEADER))
         try:

@@ -24,6 +24,7 @@ DAY = 24 * 3600.0
 # --- request/reply (core NATS, served on queue groups) -------------------------------------
 PAYMENTS_CREATE = "payments.create"
 PAYMENTS_GET = "payments.get"
+PAYMENTS_CATALOG = "payments.catalog"
 AMADEUS_SEARCH = "amadeus.search"
 AMADEUS_BOOK = "amadeus.book"
 

@@ -1,12 +1,20 @@
-"""How the payments service tells the rest of the system about a payment."""
+"""How the payments service tells the rest of the system about a payment.
+
+Status events go through the outbox (`outbox.py`): written in the same DB transaction as the
+change, then published to JetStream with a `Nats-Msg-Id` of payment and version, so a change
+is announced exactly once even when the service dies between the write and the publish.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from axiom_shared.nats import publish_event
 from axiom_shared.schemas import PaymentProvisioned, PaymentStatusChanged
+from axiom_shared.schemas.base import Message
 from axiom_shared.topology import (
     PAYMENT_PROVISIONED_SUBJECT,
     PAYMENT_STATUS_BUCKET,
@@ -14,20 +22,49 @@ from axiom_shared.topology import (
 )
 
 
-async def publish_status_changed(js: JetStreamContext, event: PaymentStatusChanged) -> None:
-    """Publish a status change, then record it as the payment's latest status.
+@dataclass(frozen=True)
+class OutgoingEvent:
+    subject: str
+    msg_id: str
+    event: Message
 
-    The message id is the payment and its version: a retried publish of the same change is
-    dropped by JetStream, so subscribers see each change once. The KV write keeps the newest
-    version only (a late, older write never replaces a newer one).
-    """
+
+def status_event(event: PaymentStatusChanged) -> OutgoingEvent:
     payment = event.payment
-    await publish_event(
-        js,
-        PAYMENT_STATUS_SUBJECT.format(payment_id=payment.payment_id),
-        event,
+    return OutgoingEvent(
+        subject=PAYMENT_STATUS_SUBJECT.format(payment_id=payment.payment_id),
         msg_id=f"status:{payment.payment_id}:{payment.version}",
+        event=event,
     )
+
+
+def provisioned_event(event: PaymentProvisioned) -> OutgoingEvent:
+    return OutgoingEvent(
+        subject=PAYMENT_PROVISIONED_SUBJECT.format(payment_id=event.payment_id),
+        msg_id=f"provisioned:{event.payment_id}",
+        event=event,
+    )
+
+
+async def deliver(js: JetStreamContext, outgoing: OutgoingEvent) -> None:
+    """Publish durably (a retry of the same msg id is dropped by JetStream); for a status
+    change, also record it as the payment's latest status."""
+    await publish_event(js, outgoing.subject, outgoing.event, msg_id=outgoing.msg_id)
+    if isinstance(outgoing.event, PaymentStatusChanged):
+        await record_latest_status(js, outgoing.event)
+
+
+async def publish_status_changed(js: JetStreamContext, event: PaymentStatusChanged) -> None:
+    await deliver(js, status_event(event))
+
+
+async def publish_provisioned(js: JetStreamContext, event: PaymentProvisioned) -> None:
+    await deliver(js, provisioned_event(event))
+
+
+async def record_latest_status(js: JetStreamContext, event: PaymentStatusChanged) -> None:
+    """Keep the newest version only: a late, older write never replaces a newer one."""
+    payment = event.payment
     kv = await js.key_value(PAYMENT_STATUS_BUCKET)
     for _ in range(5):
         try:
@@ -45,12 +82,3 @@ async def publish_status_changed(js: JetStreamContext, event: PaymentStatusChang
         except KeyWrongLastSequenceError:
             continue  # someone wrote in between: read again and compare versions
     raise RuntimeError(f"latest status of {payment.payment_id} kept changing; retry later")
-
-
-async def publish_provisioned(js: JetStreamContext, event: PaymentProvisioned) -> None:
-    await publish_event(
-        js,
-        PAYMENT_PROVISIONED_SUBJECT.format(payment_id=event.payment_id),
-        event,
-        msg_id=f"provisioned:{event.payment_id}",
-    )

@@ -2,7 +2,12 @@ from __future__ import annotations
 
 from pydantic import AliasChoices, Field, SecretStr
 
+from axiom_shared.schemas import Pubkey
 from axiom_shared.settings import ServiceSettings
+
+#: A development merchant address (from a public seed: it must never hold real funds). Set
+#: MERCHANT_WALLET in every real deployment.
+DEV_MERCHANT_WALLET = "BDKAK8eCzXZrwWaYnj9LTTTD8RZB9XXhDMvqGobQqcj5"
 
 
 class PaymentsSettings(ServiceSettings):
@@ -14,3 +19,12 @@ class PaymentsSettings(ServiceSettings):
     turso_db_url: str = "file:var/payments.db"
     turso_db_auth_token: SecretStr | None = None
     solana_rpc_url: str = "http://127.0.0.1:8899"
+    solana_rpc_timeout: float = Field(default=5.0, gt=0)
+    #: Where payments are paid to (a wallet address, never a token account).
+    merchant_wallet: Pubkey | None = None
+    #: Optional merchant fee-payer key (base58 or a JSON byte array): when set, transaction
+    #: requests are co-signed by the merchant, so the customer needs no SOL for fees.
+    solana_private_key: SecretStr | None = None
+    #: The catalogue file; unset → the one shipped with the service.
+    catalog_path: str | None = None
+    payment_ttl_seconds: int = Field(default=900, ge=30, le=86400)

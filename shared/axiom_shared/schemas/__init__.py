@@ -3,7 +3,12 @@
 from axiom_shared.schemas.base import Lamports, Message, Pubkey, StrictModel, TxSignature, utcnow
 from axiom_shared.schemas.payments import (
     FINAL_STATUSES,
+    CatalogItem,
     ChangeSource,
+    CreatePaymentInput,
+    CreatePaymentResult,
+    GetCatalogInput,
+    GetCatalogResult,
     GetPaymentInput,
     GetPaymentResult,
     PaymentProvisioned,
@@ -14,7 +19,12 @@ from axiom_shared.schemas.payments import (
 
 __all__ = [
     "FINAL_STATUSES",
+    "CatalogItem",
     "ChangeSource",
+    "CreatePaymentInput",
+    "CreatePaymentResult",
+    "GetCatalogInput",
+    "GetCatalogResult",
     "GetPaymentInput",
     "GetPaymentResult",
     "Lamports",

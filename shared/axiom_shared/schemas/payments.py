@@ -49,6 +49,8 @@ class PaymentView(StrictModel):
     recipient: Pubkey
     reference: Pubkey
     tx_signature: TxSignature | None = None
+    #: Known at creation when the merchant co-signs as fee payer (SOLANA_PRIVATE_KEY).
+    expected_signature: TxSignature | None = None
     failure_reason: str | None = None
     expires_at: datetime
     finalized_at: datetime | None = None
@@ -85,3 +87,50 @@ class GetPaymentInput(Message):
 class GetPaymentResult(Message):
     SCHEMA: ClassVar[str] = "payments.get.result/1"
     payment: PaymentView
+
+
+OrderId = str
+ORDER_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+USER_ID_PATTERN = r"^[A-Za-z0-9_.:@|-]{1,128}$"
+
+
+class CatalogItem(StrictModel):
+    """Something that can be bought; the server alone sets its price."""
+
+    order_id: OrderId = Field(pattern=ORDER_ID_PATTERN)
+    label: str = Field(min_length=1, max_length=120)
+    icon: str = Field(min_length=1, max_length=512)
+    amount_lamports: Lamports = Field(gt=0)
+
+
+class GetCatalogInput(Message):
+    SCHEMA: ClassVar[str] = "payments.catalog.input/1"
+
+
+class GetCatalogResult(Message):
+    SCHEMA: ClassVar[str] = "payments.catalog.result/1"
+    items: list[CatalogItem]
+
+
+class CreatePaymentInput(Message):
+    SCHEMA: ClassVar[str] = "payments.create.input/1"
+    order_id: OrderId = Field(pattern=ORDER_ID_PATTERN)
+    user_id: str = Field(default="anonymous", pattern=USER_ID_PATTERN)
+    #: The payer's wallet: when given, a transaction for it to sign is built.
+    account: Pubkey | None = None
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=255)
+
+
+class CreatePaymentResult(Message):
+    SCHEMA: ClassVar[str] = "payments.create.result/1"
+    payment_id: PublicId
+    reference: Pubkey
+    recipient: Pubkey
+    amount_lamports: Lamports
+    transfer_url: str
+    expires_at: datetime
+    message: str
+    #: Base64 serialized transaction, present when `account` was given.
+    transaction: str | None = None
+    #: True when this answer replays the first answer for the same Idempotency-Key.
+    replayed: bool = False

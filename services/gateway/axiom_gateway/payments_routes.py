@@ -1,0 +1,197 @@
+"""Payment routes: the catalogue, Solana Pay transaction requests, and payment status.
+
+The gateway owns no payment data: it validates, then asks the payments service over NATS
+request/reply (with a timeout; an unanswered request is a 503, never a 500).
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urljoin
+
+from aiohttp import web
+
+from axiom_gateway.api_models import (
+    CatalogEntry,
+    PaymentCreated,
+    PayRequestBody,
+    TransactionRequestInfo,
+)
+from axiom_gateway.openapi import Operation, header_param, path_param
+from axiom_gateway.settings import GatewaySettings
+from axiom_shared.errors import ApiError, ErrorBody, ErrorDetail, not_found
+from axiom_shared.http import json_response, read_json
+from axiom_shared.nats import request
+from axiom_shared.schemas import (
+    CatalogItem,
+    CreatePaymentInput,
+    CreatePaymentResult,
+    GetCatalogInput,
+    GetCatalogResult,
+    GetPaymentInput,
+    GetPaymentResult,
+    PaymentView,
+)
+from axiom_shared.schemas.payments import ORDER_ID_PATTERN
+from axiom_shared.service import bus_key, settings_key
+from axiom_shared.topology import PAYMENTS_CATALOG, PAYMENTS_CREATE, PAYMENTS_GET
+
+PAYMENT_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+_ORDER_RE = re.compile(ORDER_ID_PATTERN)
+_PAYMENT_RE = re.compile(PAYMENT_ID_PATTERN)
+_MAX_KEY = 255
+
+
+def _timeout(request_: web.Request) -> float:
+    return request_.app[settings_key].request_timeout
+
+
+async def _catalog(req: web.Request) -> list[CatalogItem]:
+    result = await request(
+        req.app[bus_key].nc,
+        PAYMENTS_CATALOG,
+        GetCatalogInput(),
+        GetCatalogResult,
+        timeout=_timeout(req),
+    )
+    return result.items
+
+
+async def _catalog_item(req: web.Request) -> CatalogItem:
+    order_id = req.match_info["order_id"]
+    if _ORDER_RE.match(order_id):
+        for item in await _catalog(req):
+            if item.order_id == order_id:
+                return item
+    raise not_found(f"order {order_id[:64]!r}")
+
+
+async def get_catalog(req: web.Request) -> web.Response:
+    items = [
+        CatalogEntry(order_id=i.order_id, label=i.label, amount_lamports=i.amount_lamports)
+        for i in await _catalog(req)
+    ]
+    return json_response([i.model_dump(mode="json") for i in items])
+
+
+async def get_transaction_request(req: web.Request) -> web.Response:
+    item = await _catalog_item(req)
+    icon = urljoin(_public_base(req), item.icon)
+    return json_response(TransactionRequestInfo(label=item.label, icon=icon))
+
+
+async def post_transaction_request(req: web.Request) -> web.Response:
+    order_id = req.match_info["order_id"]
+    body = await read_json(req, PayRequestBody)
+    if not _ORDER_RE.match(order_id):
+        raise not_found(f"order {order_id[:64]!r}")
+    created = await request(
+        req.app[bus_key].nc,
+        PAYMENTS_CREATE,
+        CreatePaymentInput(
+            order_id=order_id,
+            user_id=body.user_id or "anonymous",
+            account=body.account,
+            idempotency_key=idempotency_key(req),
+        ),
+        CreatePaymentResult,
+        timeout=_timeout(req),
+    )
+    answer = PaymentCreated.model_validate(
+        created.model_dump(exclude={"schema_", "replayed"}), from_attributes=False
+    )
+    headers = {"Idempotent-Replayed": "true"} if created.replayed else None
+    return json_response(answer, headers=headers)
+
+
+async def get_status(req: web.Request) -> web.Response:
+    payment_id = req.match_info["payment_id"]
+    if not _PAYMENT_RE.match(payment_id):
+        raise not_found("payment")
+    result = await request(
+        req.app[bus_key].nc,
+        PAYMENTS_GET,
+        GetPaymentInput(payment_id=payment_id),
+        GetPaymentResult,
+        timeout=_timeout(req),
+    )
+    return json_response(result.payment, headers={"Cache-Control": "no-store"})
+
+
+def idempotency_key(req: web.Request) -> str | None:
+    """The Idempotency-Key header, quoted or bare, 1 to 255 characters."""
+    raw = req.headers.get("Idempotency-Key")
+    if raw is None:
+        return None
+    key = raw.strip()
+    if len(key) >= 2 and key[0] == key[-1] == '"':
+        key = key[1:-1]
+    if not 1 <= len(key) <= _MAX_KEY or not key.isprintable():
+        raise ApiError(
+            400,
+            "invalid_idempotency_key",
+            f"Idempotency-Key must be 1 to {_MAX_KEY} printable characters",
+            [ErrorDetail(field="Idempotency-Key", problem="invalid length or characters")],
+        )
+    return key
+
+
+def _public_base(req: web.Request) -> str:
+    settings = req.app[settings_key]
+    assert isinstance(settings, GatewaySettings)
+    if settings.public_base_url:
+        return settings.public_base_url.rstrip("/") + "/"
+    return f"{req.scheme}://{req.host}/"
+
+
+def add_payment_routes(app: web.Application) -> list[Operation]:
+    app.router.add_get("/api/catalog", get_catalog)
+    app.router.add_get("/api/pay/req/{order_id}", get_transaction_request)
+    app.router.add_post("/api/pay/req/{order_id}", post_transaction_request)
+    app.router.add_get("/api/pay/check-status/{payment_id}", get_status)
+    order = path_param("order_id", ORDER_ID_PATTERN, "an order_id from the catalogue")
+    payment = path_param("payment_id", PAYMENT_ID_PATTERN, "the payment's public id")
+    unavailable = {503: ErrorBody}
+    return [
+        Operation(
+            "get",
+            "/api/catalog",
+            "What can be bought",
+            {200: CatalogEntry, **unavailable},
+            array_response=True,
+            tags=("payments",),
+        ),
+        Operation(
+            "get",
+            "/api/pay/req/{order_id}",
+            "Solana Pay transaction request: label and icon",
+            {200: TransactionRequestInfo, 404: ErrorBody, **unavailable},
+            parameters=[order],
+            tags=("payments",),
+        ),
+        Operation(
+            "post",
+            "/api/pay/req/{order_id}",
+            "Create a pending payment; with `account`, the transaction for the wallet to sign",
+            {
+                200: PaymentCreated,
+                400: ErrorBody,
+                404: ErrorBody,
+                413: ErrorBody,
+                415: ErrorBody,
+                422: ErrorBody,
+                **unavailable,
+            },
+            body=PayRequestBody,
+            parameters=[order, header_param("Idempotency-Key", "makes a retry safe")],
+            tags=("payments",),
+        ),
+        Operation(
+            "get",
+            "/api/pay/check-status/{payment_id}",
+            "A payment's current status",
+            {200: PaymentView, 404: ErrorBody, **unavailable},
+            parameters=[payment],
+            tags=("payments",),
+        ),
+    ]

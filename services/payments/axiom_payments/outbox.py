@@ -1,0 +1,103 @@
+"""The transactional outbox: events are rows written with the change they announce, and this
+relay publishes them to JetStream and deletes them once JetStream has stored them.
+
+A crash after the DB commit and before the publish loses nothing (the row is still there and
+the relay publishes it on restart); a crash after the publish and before the delete publishes
+again with the same `Nats-Msg-Id`, which JetStream drops. Rows are published in id order, so
+a payment's changes go out in the order they happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from datetime import UTC, datetime
+
+from nats.js import JetStreamContext
+
+from axiom_payments.events import OutgoingEvent, deliver
+from axiom_shared.db import Database, Statement
+from axiom_shared.logging import bind_correlation_id, current_correlation_id, get_logger
+from axiom_shared.schemas import PaymentProvisioned, PaymentStatusChanged
+from axiom_shared.schemas.base import Message
+
+log = get_logger(__name__)
+
+_TYPES: dict[str, type[Message]] = {
+    PaymentStatusChanged.SCHEMA: PaymentStatusChanged,
+    PaymentProvisioned.SCHEMA: PaymentProvisioned,
+}
+
+
+def outbox_insert(outgoing: OutgoingEvent) -> Statement:
+    """The statement that queues `outgoing`; put it in the same batch as the change."""
+    return (
+        "INSERT INTO outbox (subject, msg_id, payload, correlation_id, created_at)"
+        " VALUES (?, ?, ?, ?, ?) ON CONFLICT (msg_id) DO NOTHING",
+        [
+            outgoing.subject,
+            outgoing.msg_id,
+            outgoing.event.to_bytes().decode(),
+            current_correlation_id(),
+            datetime.now(UTC).isoformat(),
+        ],
+    )
+
+
+class OutboxRelay:
+    def __init__(self, db: Database, js: JetStreamContext, poll_interval: float = 1.0) -> None:
+        self._db = db
+        self._js = js
+        self._poll = poll_interval
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="outbox-relay")
+
+    def kick(self) -> None:
+        """Publish now rather than at the next poll (called after each committed change)."""
+        self._wake.set()
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+
+    async def flush(self) -> int:
+        """Publish every queued row; returns how many were published."""
+        published = 0
+        while True:
+            rows = await self._db.fetch_all(
+                "SELECT id, subject, msg_id, payload, correlation_id FROM outbox"
+                " ORDER BY id LIMIT 100"
+            )
+            if not rows:
+                return published
+            for row in rows:
+                await self._publish(row)
+                published += 1
+
+    async def _publish(self, row: dict[str, object]) -> None:
+        raw = str(row["payload"]).encode()
+        event = _TYPES[json.loads(raw)["schema"]].from_bytes(raw)
+        cid = row["correlation_id"]
+        bind_correlation_id(cid if isinstance(cid, str) else None)
+        await deliver(self._js, OutgoingEvent(str(row["subject"]), str(row["msg_id"]), event))
+        await self._db.execute("DELETE FROM outbox WHERE id = ?", [row["id"]])
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self.flush()
+            except Exception as exc:
+                # NATS or the DB is away: the rows stay queued and go out when it is back.
+                log.warning("outbox relay paused", error=repr(exc)[:200])
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._poll)
+        with contextlib.suppress(Exception):
+            await self.flush()

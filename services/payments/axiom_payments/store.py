@@ -1,0 +1,83 @@
+"""The payments DB: rows in, `PaymentView`s out. Only this module writes SQL for payments."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from axiom_shared.db import Database, Statement
+from axiom_shared.schemas import PaymentView
+
+_COLUMNS = (
+    "id, public_id, order_id, user_id, reference_key, amount_lamports, received_lamports,"
+    " recipient, status, tx_signature, expected_signature, failure_reason, version,"
+    " expires_at, finalized_at, created_at, updated_at"
+)
+
+
+def to_view(row: dict[str, Any]) -> PaymentView:
+    return PaymentView(
+        payment_id=row["public_id"],
+        status=row["status"],
+        order_id=row["order_id"],
+        amount_lamports=row["amount_lamports"],
+        received_lamports=row["received_lamports"],
+        recipient=row["recipient"],
+        reference=row["reference_key"],
+        tx_signature=row["tx_signature"],
+        expected_signature=row["expected_signature"],
+        failure_reason=row["failure_reason"],
+        expires_at=datetime.fromisoformat(row["expires_at"]),
+        finalized_at=datetime.fromisoformat(row["finalized_at"]) if row["finalized_at"] else None,
+        created_at=datetime.fromisoformat(row["created_at"]),
+        updated_at=datetime.fromisoformat(row["updated_at"]),
+        version=row["version"],
+    )
+
+
+def insert_payment(view: PaymentView, user_id: str) -> Statement:
+    return (
+        "INSERT INTO payments (public_id, order_id, user_id, reference_key, amount_lamports,"
+        " recipient, status, expected_signature, version, expires_at, created_at, updated_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            view.payment_id,
+            view.order_id,
+            user_id,
+            view.reference,
+            view.amount_lamports,
+            view.recipient,
+            view.status.value,
+            view.expected_signature,
+            view.version,
+            view.expires_at.isoformat(),
+            view.created_at.isoformat(),
+            view.updated_at.isoformat(),
+        ],
+    )
+
+
+def insert_idempotency_record(
+    user_id: str, key: str, request_hash: str, public_id: str, response: str, at: datetime
+) -> Statement:
+    return (
+        "INSERT INTO idempotency_keys"
+        " (user_id, idempotency_key, request_hash, payment_id, response, created_at)"
+        " SELECT ?, ?, ?, id, ?, ? FROM payments WHERE public_id = ?",
+        [user_id, key, request_hash, response, at.isoformat(), public_id],
+    )
+
+
+async def get_payment(db: Database, public_id: str) -> dict[str, Any] | None:
+    return await db.fetch_one(
+        f"SELECT {_COLUMNS} FROM payments WHERE public_id = ?",  # noqa: S608 - fixed columns
+        [public_id],
+    )
+
+
+async def get_idempotency_record(db: Database, user_id: str, key: str) -> dict[str, Any] | None:
+    return await db.fetch_one(
+        "SELECT request_hash, response FROM idempotency_keys"
+        " WHERE user_id = ? AND idempotency_key = ?",
+        [user_id, key],
+    )
