@@ -10,7 +10,7 @@ PYPROJECTS := pyproject.toml shared/pyproject.toml $(wildcard services/*/pyproje
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test test-fast lint fmt clean
+.PHONY: help venv run test test-fast lint fmt bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -42,6 +42,9 @@ lint: $(STAMP) ## ruff format --check, ruff check, mypy --strict
 fmt: $(STAMP) ## apply ruff format and the safe ruff fixes
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+
+bench: $(STAMP) ## benchmarks, each beside a baseline measured in the same run (var/bench.json)
+	$(PY) -m tests.bench
 
 clean: ## remove the virtual environment and local state
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

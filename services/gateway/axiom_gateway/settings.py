@@ -2,12 +2,10 @@ from __future__ import annotations
 
 from pydantic import AliasChoices, Field
 
-from axiom_gateway.ratelimit_settings import RateLimitSettings
+from axiom_shared.settings import ServiceSettings
 
 
-class GatewaySettings(RateLimitSettings):
-    """The gateway's settings; the rate limiter's come from `RateLimitSettings`."""
-
+class GatewaySettings(ServiceSettings):
     service_name: str = "gateway"
     port: int = Field(
         default=8080, ge=0, le=65535, validation_alias=AliasChoices("GATEWAY_PORT", "PORT")

@@ -1,0 +1,83 @@
+"""The processes a benchmark measures: our own NATS, Redis, the Solana sandbox, services and
+the hello-world baseline, all on free loopback ports, all stopped at the end."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from deploy.local.processes import ChildProcess, service_process
+from sandbox.infra import NatsServer, RedisServer, free_port
+
+
+def _quiet(_name: str, _line: str) -> None:
+    pass
+
+
+@dataclass
+class BenchStack:
+    workdir: Path
+    nats: NatsServer
+    redis: RedisServer
+    solana_url: str
+    env: dict[str, str]
+    children: list[ChildProcess] = field(default_factory=list)
+
+    async def start_service(self, name: str, **env: str) -> ChildProcess:
+        child = service_process(name, {**self.env, **env}, port=free_port(), sink=_quiet)
+        await child.start()
+        await child.wait_healthy(30)
+        self.children.append(child)
+        return child
+
+    async def start_hello(self) -> ChildProcess:
+        port = free_port()
+        child = ChildProcess(
+            "hello", [sys.executable, "-m", "tests.bench.hello", str(port)], {}, port, _quiet,
+            any_http_answer=True,
+        )
+        await child.start()
+        await child.wait_healthy(15, path="/")
+        self.children.append(child)
+        return child
+
+
+@contextlib.asynccontextmanager
+async def bench_stack() -> AsyncIterator[BenchStack]:
+    with tempfile.TemporaryDirectory(prefix="axiom-bench-") as tmp:
+        workdir = Path(tmp)
+        nats, redis = NatsServer(data_dir=str(workdir / "nats")), RedisServer()
+        nats.start()
+        redis.start()
+        solana_port = free_port()
+        solana = ChildProcess(
+            "solana",
+            [sys.executable, "-m", "sandbox.solana", "--port", str(solana_port)],
+            {},
+            solana_port,
+            _quiet,
+            any_http_answer=True,
+        )
+        env = {
+            "NATS_URL": nats.url,
+            "REDIS_URL": redis.url,
+            "TURSO_DB_URL": f"file:{workdir / 'payments.db'}",
+            "BOOKINGS_DB_URL": f"file:{workdir / 'bookings.db'}",
+            "SOLANA_RPC_URL": f"http://127.0.0.1:{solana_port}",
+            "LOG_LEVEL": "WARNING",
+        }
+        stack = BenchStack(workdir, nats, redis, env["SOLANA_RPC_URL"], env)
+        try:
+            await solana.start()
+            await solana.wait_healthy(20)
+            stack.children.append(solana)
+            yield stack
+        finally:
+            for child in reversed(stack.children):
+                await child.terminate(10)
+            nats.cleanup()
+            redis.cleanup()
