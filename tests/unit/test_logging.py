@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Iterator
 
 import pytest
+import structlog
 
 from axiom_shared.logging import (
     bind_correlation_id,
@@ -14,6 +17,14 @@ from axiom_shared.logging import (
     register_secret,
     unbind_correlation_id,
 )
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """capsys closes the stream these tests log to: leave logging as the other tests expect."""
+    yield
+    structlog.reset_defaults()
+    logging.getLogger().handlers.clear()
 
 
 def _last_json_line(err: str) -> dict[str, object]:

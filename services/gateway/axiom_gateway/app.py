@@ -8,6 +8,7 @@ from aiohttp import web
 
 from axiom_gateway.openapi import Operation, build_openapi
 from axiom_gateway.payments_routes import add_payment_routes
+from axiom_gateway.ratelimit import install_rate_limiting
 from axiom_gateway.settings import GatewaySettings
 from axiom_shared.http import json_response
 from axiom_shared.service import create_service_app, redis_context, run_service
@@ -18,6 +19,7 @@ openapi_key = web.AppKey("openapi", dict)
 def create_app(settings: GatewaySettings) -> web.Application:
     app = create_service_app(settings)
     app.cleanup_ctx.append(redis_context(settings.redis_url, settings.redis_timeout))
+    install_rate_limiting(app, settings)
     operations: list[Operation] = []
     operations += add_payment_routes(app)
     app[openapi_key] = build_openapi(operations, "AxiomID payments gateway", "1.0.0")

@@ -2,10 +2,12 @@ from __future__ import annotations
 
 from pydantic import AliasChoices, Field
 
-from axiom_shared.settings import ServiceSettings
+from axiom_gateway.ratelimit_settings import RateLimitSettings
 
 
-class GatewaySettings(ServiceSettings):
+class GatewaySettings(RateLimitSettings):
+    """The gateway's settings; the rate limiter's come from `RateLimitSettings`."""
+
     service_name: str = "gateway"
     port: int = Field(
         default=8080, ge=0, le=65535, validation_alias=AliasChoices("GATEWAY_PORT", "PORT")

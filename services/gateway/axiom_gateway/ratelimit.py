@@ -1,0 +1,274 @@
+"""Rate limits on the gateway's routes (`/api/proxy/*`: 10 requests per 10 s per client).
+
+An exact sliding window kept in Redis (see `ratelimit_lua`), shared by every replica and timed
+by Redis's clock. When Redis is down or does not answer within `rate_limit_redis_timeout`, each
+replica decides alone with the same window in memory (`ratelimit_memory`), says so in the
+`axiom_rate_limit_decisions_total` metric and a warning, and tries Redis again after
+`rate_limit_redis_retry_interval`; a rate limiter never turns a request into a 500.
+
+Every answer on a limited route carries the IETF draft's `RateLimit-Policy`/`RateLimit` fields
+and the older `RateLimit-Limit`/`-Remaining`/`-Reset`; a 429 adds `Retry-After`. The headers
+are added when the response is prepared, so error answers (422, 404, ...) carry them too.
+
+Wiring, in `create_app` after `create_service_app`: `install_rate_limiting(app, settings)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import math
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+
+from axiom_gateway.client_identity import IdentityRules, client_identity
+from axiom_gateway.ratelimit_lua import SLIDING_WINDOW_LUA
+from axiom_gateway.ratelimit_memory import Decision, MemorySlidingWindow
+from axiom_gateway.ratelimit_settings import RateLimitRule, RateLimitSettings
+from axiom_shared.errors import ApiError
+from axiom_shared.logging import get_logger
+from axiom_shared.metrics import RATE_LIMIT_DECISIONS
+from axiom_shared.service import redis_key
+from axiom_shared.settings import secret_value
+
+log = get_logger(__name__)
+
+RedisGetter = Callable[[web.Request], Redis | None]
+
+#: The rate-limit headers of this request's answer, set by the middleware.
+rate_limit_headers_key = web.RequestKey("rate_limit_headers", dict[str, str])
+
+#: While falling back, a reminder is logged at most this often (seconds).
+FALLBACK_LOG_INTERVAL = 30.0
+
+
+class RedisSlidingWindow:
+    """The shared window: one EVALSHA per decision (the script is loaded again on NOSCRIPT)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self._script: AsyncScript | None = None
+
+    def key(self, rule: RateLimitRule, identity: str) -> str:
+        # Hashed: bounded key length, and no caller-chosen text (user ids) in Redis key names.
+        digest = hashlib.sha256(identity.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+        return f"{self.prefix}:{rule.prefix}:{digest}"
+
+    async def hit(self, client: Redis, rule: RateLimitRule, identity: str) -> Decision:
+        if self._script is None:
+            self._script = client.register_script(SLIDING_WINDOW_LUA)
+        window_us = max(round(rule.window * 1_000_000), 1)
+        result = await self._script(
+            keys=[self.key(rule, identity)],
+            args=[rule.limit, window_us, secrets.token_hex(8)],
+            client=client,
+        )
+        allowed, remaining, reset_us = (int(value) for value in result)
+        return Decision(
+            allowed=allowed == 1,
+            remaining=max(remaining, 0),
+            reset_ms=max(math.ceil(reset_us / 1000), 0),
+        )
+
+
+@dataclass(frozen=True)
+class Verdict:
+    decision: Decision
+    #: The metric's decision label: allowed, limited, fallback_allowed, fallback_limited.
+    label: str
+
+
+class RateLimiter:
+    """Decides for one request: Redis first, the in-memory window when Redis cannot answer."""
+
+    def __init__(
+        self,
+        rules: Sequence[RateLimitRule],
+        *,
+        redis_prefix: str,
+        redis_timeout: float,
+        retry_interval: float,
+        fallback_max_clients: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        # Longest prefix first, so that a more specific rule wins.
+        self.rules = sorted(rules, key=lambda rule: len(rule.prefix), reverse=True)
+        self.redis_timeout = redis_timeout
+        self.retry_interval = retry_interval
+        self.shared = RedisSlidingWindow(redis_prefix)
+        self.fallback = MemorySlidingWindow(fallback_max_clients, clock)
+        self._clock = clock
+        self._redis_failed_at: float | None = None
+        self._last_warning_at = -math.inf
+        self._fallback_decisions = 0
+
+    @classmethod
+    def from_settings(cls, settings: RateLimitSettings) -> RateLimiter:
+        return cls(
+            settings.rate_limits,
+            redis_prefix=settings.rate_limit_redis_prefix,
+            redis_timeout=settings.rate_limit_redis_timeout,
+            retry_interval=settings.rate_limit_redis_retry_interval,
+            fallback_max_clients=settings.rate_limit_fallback_max_clients,
+        )
+
+    def rule_for(self, path: str) -> RateLimitRule | None:
+        for rule in self.rules:
+            if path.startswith(rule.prefix):
+                return rule
+        return None
+
+    @property
+    def degraded(self) -> bool:
+        return self._redis_failed_at is not None
+
+    async def decide(self, rule: RateLimitRule, identity: str, redis: Redis | None) -> Verdict:
+        if redis is not None and self._may_try_redis():
+            try:
+                async with asyncio.timeout(self.redis_timeout):
+                    decision = await self.shared.hit(redis, rule, identity)
+            except Exception as exc:  # any failure of the shared limiter means: decide locally
+                self._redis_failed(exc)
+            else:
+                self._redis_answered()
+                return Verdict(decision, "allowed" if decision.allowed else "limited")
+        elif redis is None:
+            self._redis_failed(None)
+        decision = self.fallback.hit(f"{rule.prefix}\n{identity}", rule.limit, rule.window)
+        self._fallback_decisions += 1
+        return Verdict(decision, "fallback_allowed" if decision.allowed else "fallback_limited")
+
+    def _may_try_redis(self) -> bool:
+        failed_at = self._redis_failed_at
+        return failed_at is None or self._clock() - failed_at >= self.retry_interval
+
+    def _redis_failed(self, exc: Exception | None) -> None:
+        now = self._clock()
+        self._redis_failed_at = now
+        # One warning when it starts, then a reminder now and then: never one per request.
+        if now - self._last_warning_at >= FALLBACK_LOG_INTERVAL:
+            self._last_warning_at = now
+            log.warning(
+                "rate limiter: redis unavailable, limiting per replica in memory",
+                error=type(exc).__name__ if exc is not None else "no redis client",
+                fallback_decisions=self._fallback_decisions,
+            )
+
+    def _redis_answered(self) -> None:
+        if self._redis_failed_at is not None:
+            log.info(
+                "rate limiter: redis answers again, shared limits resume",
+                fallback_decisions=self._fallback_decisions,
+            )
+            self._redis_failed_at = None
+            self._last_warning_at = -math.inf
+            self._fallback_decisions = 0
+
+
+def _seconds(value: float) -> int:
+    return max(math.ceil(value), 0)
+
+
+def policy_headers(rule: RateLimitRule) -> dict[str, str]:
+    return {
+        "RateLimit-Policy": f'"{rule.policy}";q={rule.limit};w={_seconds(rule.window)}',
+        "RateLimit-Limit": str(rule.limit),
+    }
+
+
+def decision_headers(rule: RateLimitRule, decision: Decision) -> dict[str, str]:
+    reset = decision.reset_seconds
+    return {
+        **policy_headers(rule),
+        "RateLimit": f'"{rule.policy}";r={decision.remaining};t={reset}',
+        "RateLimit-Remaining": str(decision.remaining),
+        "RateLimit-Reset": str(reset),
+    }
+
+
+def is_admin(request: web.Request, header: str, token: str | None) -> bool:
+    """True only for the right token, compared in constant time; the header alone is nothing."""
+    if token is None:
+        return False
+    presented = request.headers.get(header)
+    if not presented:
+        return False
+    return hmac.compare_digest(
+        presented.encode("utf-8", "surrogatepass"), token.encode("utf-8", "surrogatepass")
+    )
+
+
+def _redis_of(request: web.Request) -> Redis | None:
+    return request.config_dict.get(redis_key)
+
+
+def rate_limit_middleware(
+    settings: RateLimitSettings,
+    redis_getter: RedisGetter = _redis_of,
+    limiter: RateLimiter | None = None,
+) -> Middleware:
+    """The middleware alone; `install_rate_limiting` also puts the headers on every answer."""
+    limiter = limiter or RateLimiter.from_settings(settings)
+    rules = IdentityRules(
+        trusted_proxies=tuple(settings.trusted_proxies),
+        forwarded_header=settings.forwarded_header,
+        user_id_header=settings.user_id_header,
+        ipv6_prefix=settings.rate_limit_ipv6_prefix,
+    )
+    admin_header = settings.admin_token_header
+    admin_token = secret_value(settings.admin_token)
+
+    @web.middleware
+    async def rate_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
+        rule = limiter.rule_for(request.path)
+        if rule is None:
+            return await handler(request)
+        if is_admin(request, admin_header, admin_token):
+            RATE_LIMIT_DECISIONS.labels(route=rule.prefix, decision="bypassed").inc()
+            request[rate_limit_headers_key] = policy_headers(rule)
+            return await handler(request)
+        identity = client_identity(request, rules)
+        verdict = await limiter.decide(rule, identity, redis_getter(request))
+        RATE_LIMIT_DECISIONS.labels(route=rule.prefix, decision=verdict.label).inc()
+        request[rate_limit_headers_key] = decision_headers(rule, verdict.decision)
+        if not verdict.decision.allowed:
+            retry_after = max(verdict.decision.reset_seconds, 1)
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"too many requests: at most {rule.limit} per {rule.window:g} s; "
+                f"retry after {retry_after} s",
+                headers={"Retry-After": str(retry_after)},
+            )
+        return await handler(request)
+
+    return rate_limit
+
+
+async def _add_rate_limit_headers(request: web.Request, response: web.StreamResponse) -> None:
+    headers = request.get(rate_limit_headers_key)
+    if headers:
+        response.headers.update(headers)
+
+
+def install_rate_limiting(
+    app: web.Application,
+    settings: RateLimitSettings,
+    *,
+    redis_getter: RedisGetter = _redis_of,
+) -> RateLimiter:
+    """Limit `app`'s routes per `settings.rate_limits`, with `app[redis_key]` as the shared
+    store. Call before the app starts; the middleware runs inside the shared error/metrics one,
+    so a 429 is written in the one error format."""
+    limiter = RateLimiter.from_settings(settings)
+    app.middlewares.append(rate_limit_middleware(settings, redis_getter, limiter))
+    app.on_response_prepare.append(_add_rate_limit_headers)
+    return limiter
