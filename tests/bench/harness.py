@@ -38,8 +38,11 @@ class Report:
 
     def add(self, figure: Figure) -> None:
         self.figures.append(figure)
-        print(f"  {figure.benchmark}: {figure.metric} {figure.value:,.1f} {figure.unit}"
-              f" (baseline {figure.baseline}: {figure.baseline_value:,.1f})", flush=True)
+        print(
+            f"  {figure.benchmark}: {figure.metric} {figure.value:,.1f} {figure.unit}"
+            f" (baseline {figure.baseline}: {figure.baseline_value:,.1f})",
+            flush=True,
+        )
 
     def table(self) -> str:
         head = ("benchmark", "metric", "ours", "baseline", "baseline value", "ratio")
@@ -81,7 +84,7 @@ class LoadResult:
         if not self.latencies:
             return float("nan")
         ordered = sorted(self.latencies)
-        index = min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))
+        index = min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))
         return ordered[index]
 
     @property

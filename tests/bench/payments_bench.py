@@ -43,13 +43,23 @@ async def run(stack: BenchStack, report: Report) -> None:
     for name, result in (("payment creation", plain), ("payment creation + tx", with_tx)):
         report.add(
             Figure(
-                name, "requests/s", result.rps, "req/s", "aiohttp hello-world", baseline.rps,
+                name,
+                "requests/s",
+                result.rps,
+                "req/s",
+                "aiohttp hello-world",
+                baseline.rps,
                 notes=f"errors={result.errors}, p99={result.percentile(99) * 1000:.1f} ms",
             )
         )
         report.add(
             Figure(
-                name, "latency p99", result.percentile(99) * 1000, "ms",
-                "aiohttp hello-world", baseline.percentile(99) * 1000, higher_is_better=False,
+                name,
+                "latency p99",
+                result.percentile(99) * 1000,
+                "ms",
+                "aiohttp hello-world",
+                baseline.percentile(99) * 1000,
+                higher_is_better=False,
             )
         )

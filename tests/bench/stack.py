@@ -37,7 +37,11 @@ class BenchStack:
     async def start_hello(self) -> ChildProcess:
         port = free_port()
         child = ChildProcess(
-            "hello", [sys.executable, "-m", "tests.bench.hello", str(port)], {}, port, _quiet,
+            "hello",
+            [sys.executable, "-m", "tests.bench.hello", str(port)],
+            {},
+            port,
+            _quiet,
             any_http_answer=True,
         )
         await child.start()
