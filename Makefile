@@ -29,9 +29,11 @@ run: $(STAMP) ## start the whole stack locally (reuses NATS/Redis when they answ
 	$(PY) -m deploy.local.stack run
 
 test: $(STAMP) ## run every test tier CI runs (unit, connected, e2e, browser, slow)
+	bash deploy/scripts/ensure-promtool.sh
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-fast: $(STAMP) ## unit tests only
+test-fast: $(STAMP) ## unit tests only (and the offline deploy/ checks)
+	bash deploy/scripts/ensure-promtool.sh
 	$(PY) -m pytest -m "not connected and not e2e and not browser and not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff format --check, ruff check, mypy --strict

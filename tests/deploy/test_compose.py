@@ -1,0 +1,169 @@
+"""deploy/compose.yaml, offline: valid against the Compose Specification's JSON schema
+(vendored under deploy/schemas/), and our rules: healthchecks, resource limits, non-root images,
+only the gateway published, no literal secrets; .env.example lists every setting."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import jsonschema
+import pytest
+
+from tests.deploy.checks import (
+    COMPOSE_FILE,
+    DEPLOY,
+    ENV_EXAMPLE,
+    ROOT,
+    SERVICES,
+    compose_problems,
+    env_example_problems,
+    load_yaml_documents,
+    readme_settings,
+)
+
+SCHEMA_FILE = DEPLOY / "schemas" / "compose-spec" / "compose-spec.json"
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    (doc,) = load_yaml_documents(COMPOSE_FILE)
+    return doc
+
+
+def schema_errors(doc: dict[str, Any]) -> list[str]:
+    schema = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
+    validator = jsonschema.Draft7Validator(schema)
+    return [
+        f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(doc)
+    ]
+
+
+def test_compose_file_is_valid_against_the_compose_spec(compose: dict[str, Any]) -> None:
+    assert schema_errors(compose) == []
+
+
+def test_the_schema_check_is_not_vacuous(compose: dict[str, Any]) -> None:
+    broken = copy.deepcopy(compose)
+    broken["services"]["gateway"]["healthcheck"]["interval"] = 10  # must be a duration string
+    broken["services"]["payments"]["restrat"] = "always"
+    errors = schema_errors(broken)
+    assert any("restrat" in e for e in errors), errors
+    assert any("interval" in e for e in errors), errors
+
+
+def test_compose_follows_our_rules(compose: dict[str, Any]) -> None:
+    assert compose_problems(compose) == []
+
+
+def test_infrastructure_is_there_with_persistent_volumes(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    nats = services["nats"]
+    assert nats["image"].startswith("nats:2.10")
+    assert {"-js", "-sd", "/data", "-m", "8222"} <= set(nats["command"])
+    assert "8222/healthz" in " ".join(nats["healthcheck"]["test"])
+    assert services["libsql"]["image"].startswith("ghcr.io/tursodatabase/libsql-server:")
+    assert services["redis"]["image"].startswith("redis:")
+    mounted = {
+        volume.split(":")[0] for svc in services.values() for volume in svc.get("volumes", [])
+    }
+    assert (
+        mounted
+        == set(compose["volumes"])
+        == {
+            "nats-data",
+            "redis-data",
+            "libsql-data",
+            "bookings-data",
+        }
+    )
+
+
+def test_sandboxes_are_optional_dev_services(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert services["solana-sandbox"]["profiles"] == ["sandbox"]
+    assert services["amadeus-sandbox"]["profiles"] == ["sandbox"]
+    assert services["solana-sandbox"]["command"][:1] == ["sandbox.solana"]
+    assert services["amadeus-sandbox"]["command"][:1] == ["sandbox.amadeus"]
+    for name in SERVICES:  # a service never waits for a sandbox that is not started
+        for dep, cond in services[name].get("depends_on", {}).items():
+            if services[dep].get("profiles"):
+                assert cond.get("required") is False, (name, dep)
+
+
+def test_services_start_after_their_dependencies_are_healthy(compose: dict[str, Any]) -> None:
+    needs = {
+        "gateway": {"nats", "redis"},
+        "notifier": {"nats"},
+        "payments": {"nats", "libsql"},
+        "verifier": {"nats"},
+        "amadeus-proxy": {"nats", "redis"},
+    }
+    for name, required in needs.items():
+        depends = compose["services"][name]["depends_on"]
+        for dep in required:
+            assert depends[dep]["condition"] == "service_healthy", (name, dep)
+
+
+@pytest.mark.parametrize(
+    ("service", "damage", "expected"),
+    [
+        ("gateway", lambda s: s.pop("healthcheck"), "gateway: no healthcheck"),
+        ("payments", lambda s: s["deploy"]["resources"]["limits"].pop("memory"), "memory limit"),
+        ("redis", lambda s: s["deploy"]["resources"].pop("limits"), "redis: no cpus limit"),
+        ("verifier", lambda s: s.__setitem__("ports", ["8083:8083"]), "publishes ports"),
+        (
+            "gateway",
+            lambda s: s["environment"].__setitem__("ADMIN_TOKEN", "let-me-in"),
+            "literal secret",
+        ),
+        (
+            "gateway",
+            lambda s: s["environment"].__setitem__("REDIS_URL", "redis://:pw@redis:6379/0"),
+            "literal secret",
+        ),
+        ("notifier", lambda s: s.pop("restart"), "restart policy"),
+        ("amadeus-proxy", lambda s: s["environment"].pop("HOST"), "HOST"),
+        (
+            "payments",
+            lambda s: s["depends_on"]["libsql"].__setitem__("condition", "service_started"),
+            "depends on libsql without condition service_healthy",
+        ),
+    ],
+)
+def test_the_compose_check_notices_damage(
+    compose: dict[str, Any], service: str, damage: Any, expected: str
+) -> None:
+    broken = copy.deepcopy(compose)
+    damage(broken["services"][service])
+    problems = compose_problems(broken)
+    assert any(expected in p for p in problems), problems
+
+
+def test_env_example_lists_every_setting_without_secret_values() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    required = readme_settings(readme)
+    assert {"NATS_URL", "TURSO_DB_AUTH_TOKEN", "SHUTDOWN_TIMEOUT"} <= set(required)
+    later = [  # settings of features still being built (README, below the table)
+        "HELIUS_WEBHOOK_SECRET",
+        "MERCHANT_WALLET",
+        "SOLANA_PRIVATE_KEY",
+        "AMADEUS_CLIENT_ID",
+        "AMADEUS_CLIENT_SECRET",
+        "PAYMOB_HMAC_SECRET",
+        "ADMIN_TOKEN",
+        "CATALOG_PATH",
+    ]
+    text = ENV_EXAMPLE.read_text(encoding="utf-8")
+    assert env_example_problems(text, required + later) == []
+
+
+def test_the_env_example_check_notices_a_secret_value() -> None:
+    text = ENV_EXAMPLE.read_text(encoding="utf-8")
+    leaked = text.replace("TURSO_DB_AUTH_TOKEN=\n", "TURSO_DB_AUTH_TOKEN=eyJhbGciOi\n")
+    assert leaked != text
+    assert env_example_problems(leaked, []) == [
+        ".env.example gives the secret TURSO_DB_AUTH_TOKEN a value"
+    ]
+    assert env_example_problems(text, ["NOT_THERE"]) == [".env.example lacks NOT_THERE"]
