@@ -24,6 +24,8 @@ NOW = "2026-01-01T00:00:00+00:00"
 
 pytestmark = pytest.mark.connected
 
+PAYMENTS_VERSIONS = [m.version for m in payments_migrations()]
+
 
 @pytest.fixture
 async def payments_db(tmp_path: Path) -> AsyncIterator[Database]:
@@ -63,14 +65,14 @@ async def test_applying_twice_changes_nothing(payments_db: Database) -> None:
     assert await migrate(payments_db, payments_migrations()) == []
     after = await payments_db.fetch_all("SELECT sql FROM sqlite_master ORDER BY name")
     assert before == after
-    assert list(await applied_versions(payments_db)) == [1]
+    assert list(await applied_versions(payments_db)) == PAYMENTS_VERSIONS
 
 
 async def test_down_then_up_round_trips(payments_db: Database) -> None:
     schema = await payments_db.fetch_all("SELECT type, name, sql FROM sqlite_master ORDER BY name")
-    assert await migrate_down(payments_db, payments_migrations()) == [1]
+    assert await migrate_down(payments_db, payments_migrations()) == PAYMENTS_VERSIONS[::-1]
     assert {"payments", "entitlements"} & await table_names(payments_db) == set()
-    assert await migrate(payments_db, payments_migrations()) == [1]
+    assert await migrate(payments_db, payments_migrations()) == PAYMENTS_VERSIONS
     again = await payments_db.fetch_all("SELECT type, name, sql FROM sqlite_master ORDER BY name")
     assert again == schema
 
@@ -82,8 +84,8 @@ async def test_concurrent_migrators_apply_once(tmp_path: Path) -> None:
         results = await asyncio.gather(
             migrate(first, payments_migrations()), migrate(second, payments_migrations())
         )
-        assert sorted(v for r in results for v in r) == [1]
-        assert list(await applied_versions(first)) == [1]
+        assert sorted(v for r in results for v in r) == PAYMENTS_VERSIONS
+        assert list(await applied_versions(first)) == PAYMENTS_VERSIONS
     finally:
         await first.close()
         await second.close()
@@ -98,12 +100,15 @@ async def test_an_edited_applied_migration_is_refused(payments_db: Database) -> 
 
 async def test_a_failing_migration_leaves_nothing_half_applied(payments_db: Database) -> None:
     broken = Migration(
-        2, "broken", "CREATE TABLE half (a INTEGER);\nINSERT INTO nowhere VALUES (1);", "SELECT 1;"
+        9999,
+        "broken",
+        "CREATE TABLE half (a INTEGER);\nINSERT INTO nowhere VALUES (1);",
+        "SELECT 1;",
     )
     with pytest.raises(Exception, match="nowhere"):
         await migrate(payments_db, [*payments_migrations(), broken])
     assert "half" not in await table_names(payments_db)
-    assert list(await applied_versions(payments_db)) == [1]
+    assert list(await applied_versions(payments_db)) == PAYMENTS_VERSIONS
 
 
 def test_split_sql_keeps_statements_whole() -> None:
