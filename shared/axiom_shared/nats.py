@@ -5,7 +5,9 @@
   an optional `Nats-Msg-Id` (JetStream drops a second copy inside the duplicate window).
 - `request` / `serve` are request/reply over core NATS; `serve` runs a `nats.micro` service,
   whose endpoints sit on a queue group so replicas share the load. Errors travel in the one
-  error format (`axiom_shared.errors`) with the HTTP status as the micro error code.
+  error format (`axiom_shared.errors`) with the HTTP status as the micro error code, and the
+  error's HTTP headers (e.g. `Retry-After`) as `Axiom-Http-*` reply headers. With `InFlight`,
+  a replica handles several requests at once (nats-py runs one callback at a time).
 - `JetStreamConsumer` is the durable pull-consumer loop: explicit ack after the work is done,
   redelivery with backoff on failure, a dead-letter subject for poison messages, and a
   graceful stop that finishes what is in flight and acks nothing it has not done.

@@ -1,5 +1,13 @@
 """Every wire model, in one place, shared by producers, consumers and tests."""
 
+from axiom_shared.schemas.amadeus import (
+    FlightBookInput,
+    FlightBookResult,
+    FlightSearchInput,
+    FlightSearchResult,
+    TravelClass,
+    Traveler,
+)
 from axiom_shared.schemas.base import Lamports, Message, Pubkey, StrictModel, TxSignature, utcnow
 from axiom_shared.schemas.payments import (
     FINAL_STATUSES,
@@ -23,6 +31,10 @@ __all__ = [
     "ChangeSource",
     "CreatePaymentInput",
     "CreatePaymentResult",
+    "FlightBookInput",
+    "FlightBookResult",
+    "FlightSearchInput",
+    "FlightSearchResult",
     "GetCatalogInput",
     "GetCatalogResult",
     "GetPaymentInput",
@@ -35,6 +47,8 @@ __all__ = [
     "PaymentView",
     "Pubkey",
     "StrictModel",
+    "TravelClass",
+    "Traveler",
     "TxSignature",
     "utcnow",
 ]
