@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fixtures.solana",
     "tests.fixtures.amadeus",
     "tests.fixtures.services",
+    "tests.fixtures.system",
 ]

@@ -25,6 +25,7 @@ DAY = 24 * 3600.0
 PAYMENTS_CREATE = "payments.create"
 PAYMENTS_GET = "payments.get"
 PAYMENTS_CATALOG = "payments.catalog"
+PAYMENTS_MATCH = "payments.match"
 AMADEUS_SEARCH = "amadeus.search"
 AMADEUS_BOOK = "amadeus.book"
 
@@ -34,6 +35,13 @@ PAYMENT_STATUS_SUBJECT = "payments.events.status.{payment_id}"
 PAYMENT_STATUS_ALL = "payments.events.status.>"
 #: `payments.events.provisioned.<payment_id>`: fulfilment done (PaymentProvisioned).
 PAYMENT_PROVISIONED_SUBJECT = "payments.events.provisioned.{payment_id}"
+#: `webhooks.helius.<signature>`: one Helius webhook item, stored before the 2xx
+#: (Nats-Msg-Id `helius:<signature>`: a redelivered webhook is stored once).
+HELIUS_ITEM_SUBJECT = "webhooks.helius.{signature}"
+#: `verify.candidates.<source>.<payment_id>`: manual and reconcile hints (VerificationRequested).
+VERIFY_CANDIDATE_SUBJECT = "verify.candidates.{source}.{payment_id}"
+#: `verify.verdicts.<payment_id>`: the verifier's findings (PaymentVerdict), for payments.
+VERDICT_SUBJECT = "verify.verdicts.{payment_id}"
 #: `dlq.<stream>.<consumer>`: messages a consumer gave up on, with the reason in headers.
 DEAD_LETTER_SUBJECT = "dlq.{stream}.{consumer}"
 
@@ -126,7 +134,51 @@ DEAD_LETTERS = StreamSpec(
     description="messages a consumer gave up on, kept for inspection and replay",
 )
 
-STREAMS: tuple[StreamSpec, ...] = (PAYMENT_EVENTS, DEAD_LETTERS)
+WEBHOOKS = StreamSpec(
+    name="WEBHOOKS",
+    subjects=("webhooks.>",),
+    max_age=7 * DAY,
+    # Helius retries over seconds to minutes: a redelivery inside this window is dropped.
+    duplicate_window=3600.0,
+    description="webhook items from Helius and Paymob, stored before they are answered",
+)
+VERIFICATION = StreamSpec(
+    name="VERIFICATION",
+    subjects=("verify.>",),
+    max_age=7 * DAY,
+    duplicate_window=600.0,
+    description="candidates to verify on chain, and the verifier's verdicts",
+)
+
+STREAMS: tuple[StreamSpec, ...] = (PAYMENT_EVENTS, WEBHOOKS, VERIFICATION, DEAD_LETTERS)
+
+#: Verifier replicas share these work queues. Redeliveries back off long enough to cover a
+#: transaction seen at `confirmed` that is not `finalized` yet (~13 s on mainnet).
+VERIFIER_CANDIDATES = ConsumerSpec(
+    stream=VERIFICATION.name,
+    durable="verifier-candidates",
+    filter_subject="verify.candidates.>",
+    max_deliver=10,
+    ack_wait=30.0,
+    retry_delays=(0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0),
+)
+VERIFIER_WEBHOOKS = ConsumerSpec(
+    stream=WEBHOOKS.name,
+    durable="verifier-helius",
+    filter_subject="webhooks.helius.>",
+    max_deliver=10,
+    ack_wait=30.0,
+    retry_delays=(0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0),
+)
+#: Payments replicas share the verdicts; each verdict is applied by conditional UPDATEs.
+PAYMENTS_VERDICTS = ConsumerSpec(
+    stream=VERIFICATION.name,
+    durable="payments-verdicts",
+    filter_subject="verify.verdicts.>",
+    max_deliver=10,
+    ack_wait=30.0,
+)
+
 
 #: Each notifier replica reads every status change (no shared queue).
 NOTIFIER_STATUS_FEED = ConsumerSpec(

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import Field
 
-from axiom_shared.schemas import Lamports, Pubkey, StrictModel
+from axiom_shared.schemas import Lamports, Pubkey, StrictModel, TxSignature
 from axiom_shared.schemas.payments import USER_ID_PATTERN
 
 
@@ -39,3 +39,9 @@ class PaymentCreated(StrictModel):
     expires_at: datetime
     message: str
     transaction: str | None = None
+
+
+class VerifyRequestBody(StrictModel):
+    payment_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    #: A transaction to look at; without it, every finalized one touching the reference.
+    signature: TxSignature | None = None

@@ -10,20 +10,23 @@ import re
 from urllib.parse import urljoin
 
 from aiohttp import web
+from nats.errors import Error as NatsError
 
 from axiom_gateway.api_models import (
     CatalogEntry,
     PaymentCreated,
     PayRequestBody,
     TransactionRequestInfo,
+    VerifyRequestBody,
 )
 from axiom_gateway.openapi import Operation, header_param, path_param
 from axiom_gateway.settings import GatewaySettings
-from axiom_shared.errors import ApiError, ErrorBody, ErrorDetail, not_found
+from axiom_shared.errors import ApiError, ErrorBody, ErrorDetail, not_found, unavailable
 from axiom_shared.http import json_response, read_json
-from axiom_shared.nats import request
+from axiom_shared.nats import publish_event, request
 from axiom_shared.schemas import (
     CatalogItem,
+    ChangeSource,
     CreatePaymentInput,
     CreatePaymentResult,
     GetCatalogInput,
@@ -31,10 +34,16 @@ from axiom_shared.schemas import (
     GetPaymentInput,
     GetPaymentResult,
     PaymentView,
+    VerificationRequested,
 )
 from axiom_shared.schemas.payments import ORDER_ID_PATTERN
 from axiom_shared.service import bus_key, settings_key
-from axiom_shared.topology import PAYMENTS_CATALOG, PAYMENTS_CREATE, PAYMENTS_GET
+from axiom_shared.topology import (
+    PAYMENTS_CATALOG,
+    PAYMENTS_CREATE,
+    PAYMENTS_GET,
+    VERIFY_CANDIDATE_SUBJECT,
+)
 
 PAYMENT_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 _ORDER_RE = re.compile(ORDER_ID_PATTERN)
@@ -118,6 +127,30 @@ async def get_status(req: web.Request) -> web.Response:
     return json_response(result.payment, headers={"Cache-Control": "no-store"})
 
 
+async def post_verify(req: web.Request) -> web.Response:
+    """A manual nudge: look at the chain for this payment now. The answer is the current
+    status; the verification runs after it (202) and shows in check-status and the SSE."""
+    body = await read_json(req, VerifyRequestBody)
+    result = await request(
+        req.app[bus_key].nc,
+        PAYMENTS_GET,
+        GetPaymentInput(payment_id=body.payment_id),
+        GetPaymentResult,
+        timeout=_timeout(req),
+    )
+    try:
+        await publish_event(
+            req.app[bus_key].js,
+            VERIFY_CANDIDATE_SUBJECT.format(source="manual", payment_id=body.payment_id),
+            VerificationRequested(
+                source=ChangeSource.MANUAL, payment_id=body.payment_id, signature=body.signature
+            ),
+        )
+    except (NatsError, TimeoutError, OSError) as exc:
+        raise unavailable("could not queue the verification, retry") from exc
+    return json_response(result.payment, status=202, headers={"Cache-Control": "no-store"})
+
+
 def idempotency_key(req: web.Request) -> str | None:
     """The Idempotency-Key header, quoted or bare, 1 to 255 characters."""
     raw = req.headers.get("Idempotency-Key")
@@ -149,6 +182,7 @@ def add_payment_routes(app: web.Application) -> list[Operation]:
     app.router.add_get("/api/pay/req/{order_id}", get_transaction_request)
     app.router.add_post("/api/pay/req/{order_id}", post_transaction_request)
     app.router.add_get("/api/pay/check-status/{payment_id}", get_status)
+    app.router.add_post("/api/pay/verify", post_verify)
     order = path_param("order_id", ORDER_ID_PATTERN, "an order_id from the catalogue")
     payment = path_param("payment_id", PAYMENT_ID_PATTERN, "the payment's public id")
     unavailable = {503: ErrorBody}
@@ -184,6 +218,21 @@ def add_payment_routes(app: web.Application) -> list[Operation]:
             },
             body=PayRequestBody,
             parameters=[order, header_param("Idempotency-Key", "makes a retry safe")],
+            tags=("payments",),
+        ),
+        Operation(
+            "post",
+            "/api/pay/verify",
+            "Look at the chain for a payment now (optionally at one signature)",
+            {
+                202: PaymentView,
+                404: ErrorBody,
+                413: ErrorBody,
+                415: ErrorBody,
+                422: ErrorBody,
+                **unavailable,
+            },
+            body=VerifyRequestBody,
             tags=("payments",),
         ),
         Operation(

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 
 from axiom_gateway.ratelimit_settings import RateLimitSettings
 
@@ -15,3 +15,9 @@ class GatewaySettings(RateLimitSettings):
     #: The public https origin (e.g. https://pay.axiomid.app) used for absolute URLs handed to
     #: wallets; unset → derived from the request's Host.
     public_base_url: str | None = None
+    #: The `authHeader` given to Helius; webhooks are refused while it is unset. `_NEXT` is
+    #: also accepted, so the secret rotates without losing a webhook.
+    helius_webhook_secret: SecretStr | None = None
+    helius_webhook_secret_next: SecretStr | None = None
+    #: Largest webhook body accepted (a Helius batch is an array of items).
+    webhook_max_bytes: int = Field(default=2 * 1024 * 1024, ge=1024, le=16 * 1024 * 1024)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from importlib.resources import files
 
 from aiohttp import web
@@ -13,14 +13,16 @@ from solders.pubkey import Pubkey
 from axiom_payments import store
 from axiom_payments.catalog import Catalog, load_catalog
 from axiom_payments.creation import Creator
+from axiom_payments.lifecycle import Lifecycle
 from axiom_payments.outbox import OutboxRelay
+from axiom_payments.scheduler import Scheduler
 from axiom_payments.settings import DEV_MERCHANT_WALLET, PaymentsSettings
 from axiom_payments.solana_pay import load_keypair
 from axiom_shared.db import Database
 from axiom_shared.errors import not_found
 from axiom_shared.logging import get_logger
 from axiom_shared.migrations import Migration, load_migrations
-from axiom_shared.nats import Endpoint, serve
+from axiom_shared.nats import Endpoint, JetStreamConsumer, serve
 from axiom_shared.schemas import (
     CreatePaymentInput,
     CreatePaymentResult,
@@ -28,10 +30,25 @@ from axiom_shared.schemas import (
     GetCatalogResult,
     GetPaymentInput,
     GetPaymentResult,
+    MatchPaymentsInput,
+    MatchPaymentsResult,
+    PaymentVerdict,
 )
-from axiom_shared.service import bus_key, create_service_app, database_context, run_service
+from axiom_shared.service import (
+    add_readiness_check,
+    bus_key,
+    create_service_app,
+    database_context,
+    run_service,
+)
 from axiom_shared.settings import secret_value
-from axiom_shared.topology import PAYMENTS_CATALOG, PAYMENTS_CREATE, PAYMENTS_GET
+from axiom_shared.topology import (
+    PAYMENTS_CATALOG,
+    PAYMENTS_CREATE,
+    PAYMENTS_GET,
+    PAYMENTS_MATCH,
+    PAYMENTS_VERDICTS,
+)
 
 log = get_logger(__name__)
 
@@ -91,6 +108,34 @@ def create_app(settings: PaymentsSettings) -> web.Application:
         async def create_payment(request: CreatePaymentInput) -> CreatePaymentResult:
             return await creator.create(request)
 
+        async def match_payments(request: MatchPaymentsInput) -> MatchPaymentsResult:
+            since = datetime.now(UTC) - timedelta(seconds=settings.expired_lookback_seconds)
+            rows = await store.open_payments_by_reference(db, list(request.references), since)
+            return MatchPaymentsResult(payments=[store.to_view(row) for row in rows])
+
+        lifecycle = Lifecycle(db=db, relay=relay, catalog=app[catalog_key])
+        verdicts = JetStreamConsumer(
+            bus.nc,
+            bus.js,
+            PAYMENTS_VERDICTS,
+            PaymentVerdict,
+            lifecycle.on_verdict,
+            concurrency=16,
+        )
+        verdicts.start()
+        scheduler = Scheduler(
+            lifecycle,
+            bus.js,
+            interval=settings.reconcile_interval_seconds,
+            expired_lookback=timedelta(seconds=settings.expired_lookback_seconds),
+        )
+        scheduler.start()
+
+        async def working() -> bool:
+            return verdicts.running
+
+        add_readiness_check(app, "verdicts", working)
+
         service = await serve(
             bus.nc,
             "payments",
@@ -99,12 +144,15 @@ def create_app(settings: PaymentsSettings) -> web.Application:
                 Endpoint("create", PAYMENTS_CREATE, CreatePaymentInput, create_payment),
                 Endpoint("get", PAYMENTS_GET, GetPaymentInput, get_payment),
                 Endpoint("catalog", PAYMENTS_CATALOG, GetCatalogInput, get_catalog),
+                Endpoint("match", PAYMENTS_MATCH, MatchPaymentsInput, match_payments),
             ],
             description="payments: create, status, catalogue",
         )
         log.info("payments ready", merchant=merchant, fee_payer=bool(fee_payer))
         yield
         await service.stop()
+        await scheduler.stop()
+        await verdicts.stop(settings.shutdown_timeout)
         await relay.stop()
         await rpc.close()
 

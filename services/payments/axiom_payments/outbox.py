@@ -73,13 +73,32 @@ class OutboxRelay:
         while True:
             rows = await self._db.fetch_all(
                 "SELECT id, subject, msg_id, payload, correlation_id FROM outbox"
-                " ORDER BY id LIMIT 100"
+                " ORDER BY id LIMIT 200"
             )
             if not rows:
                 return published
+            # Subjects are per payment: one payment's events go out in order, payments in
+            # parallel. A row is deleted only after JetStream acknowledged it.
+            by_subject: dict[str, list[dict[str, object]]] = {}
             for row in rows:
-                await self._publish(row)
-                published += 1
+                by_subject.setdefault(str(row["subject"]), []).append(row)
+            done: list[object] = []
+            results = await asyncio.gather(
+                *(self._publish_in_order(g, done) for g in by_subject.values()),
+                return_exceptions=True,
+            )
+            if done:
+                marks = ", ".join("?" for _ in done)
+                await self._db.execute(f"DELETE FROM outbox WHERE id IN ({marks})", done)  # noqa: S608
+                published += len(done)
+            errors = [r for r in results if isinstance(r, BaseException)]
+            if errors:
+                raise errors[0]
+
+    async def _publish_in_order(self, group: list[dict[str, object]], done: list[object]) -> None:
+        for row in group:
+            await self._publish(row)
+            done.append(row["id"])
 
     async def _publish(self, row: dict[str, object]) -> None:
         raw = str(row["payload"]).encode()
@@ -87,7 +106,6 @@ class OutboxRelay:
         cid = row["correlation_id"]
         bind_correlation_id(cid if isinstance(cid, str) else None)
         await deliver(self._js, OutgoingEvent(str(row["subject"]), str(row["msg_id"]), event))
-        await self._db.execute("DELETE FROM outbox WHERE id = ?", [row["id"]])
 
     async def _run(self) -> None:
         while not self._stopping.is_set():

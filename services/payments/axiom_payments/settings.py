@@ -27,4 +27,8 @@ class PaymentsSettings(ServiceSettings):
     solana_private_key: SecretStr | None = None
     #: The catalogue file; unset → the one shipped with the service.
     catalog_path: str | None = None
-    payment_ttl_seconds: int = Field(default=900, ge=30, le=86400)
+    payment_ttl_seconds: int = Field(default=900, ge=1, le=86400)
+    #: How often pending payments are scanned on chain, expired ones swept.
+    reconcile_interval_seconds: float = Field(default=5.0, gt=0)
+    #: Expired payments are still scanned this long after expiry (a late payment is honoured).
+    expired_lookback_seconds: float = Field(default=3600.0, ge=0)

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from axiom_shared.db import Database, Statement
 from axiom_shared.schemas import PaymentView
 
+
+def iso(moment: datetime) -> str:
+    """One text form for every stored time, so that SQL compares them in time order."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
 _COLUMNS = (
     "id, public_id, order_id, user_id, reference_key, amount_lamports, received_lamports,"
-    " recipient, status, tx_signature, expected_signature, failure_reason, version,"
+    " recipient, status, tx_signature, expected_signature, failure_reason, last_check, version,"
     " expires_at, finalized_at, created_at, updated_at"
 )
 
@@ -27,6 +33,7 @@ def to_view(row: dict[str, Any]) -> PaymentView:
         tx_signature=row["tx_signature"],
         expected_signature=row["expected_signature"],
         failure_reason=row["failure_reason"],
+        last_check=row["last_check"],
         expires_at=datetime.fromisoformat(row["expires_at"]),
         finalized_at=datetime.fromisoformat(row["finalized_at"]) if row["finalized_at"] else None,
         created_at=datetime.fromisoformat(row["created_at"]),
@@ -50,9 +57,9 @@ def insert_payment(view: PaymentView, user_id: str) -> Statement:
             view.status.value,
             view.expected_signature,
             view.version,
-            view.expires_at.isoformat(),
-            view.created_at.isoformat(),
-            view.updated_at.isoformat(),
+            iso(view.expires_at),
+            iso(view.created_at),
+            iso(view.updated_at),
         ],
     )
 
@@ -64,7 +71,7 @@ def insert_idempotency_record(
         "INSERT INTO idempotency_keys"
         " (user_id, idempotency_key, request_hash, payment_id, response, created_at)"
         " SELECT ?, ?, ?, id, ?, ? FROM payments WHERE public_id = ?",
-        [user_id, key, request_hash, response, at.isoformat(), public_id],
+        [user_id, key, request_hash, response, iso(at), public_id],
     )
 
 
@@ -81,3 +88,23 @@ async def get_idempotency_record(db: Database, user_id: str, key: str) -> dict[s
         " WHERE user_id = ? AND idempotency_key = ?",
         [user_id, key],
     )
+
+
+async def open_payments_by_reference(
+    db: Database, references: list[str], expired_since: datetime
+) -> list[dict[str, Any]]:
+    """Payments still open to a verdict: pending or verified, or expired recently."""
+    marks = ", ".join("?" for _ in references)
+    return await db.fetch_all(
+        f"SELECT {_COLUMNS} FROM payments WHERE reference_key IN ({marks})"  # noqa: S608
+        " AND (status IN ('pending', 'verified') OR (status = 'expired' AND expires_at > ?))",
+        [*references, iso(expired_since)],
+    )
+
+
+async def public_ids(db: Database, where: str, args: list[Any], limit: int) -> list[str]:
+    rows = await db.fetch_all(
+        f"SELECT public_id FROM payments WHERE {where} ORDER BY id LIMIT ?",  # noqa: S608
+        [*args, limit],
+    )
+    return [str(r["public_id"]) for r in rows]

@@ -1,16 +1,74 @@
 """The verifier: stateless; turns payment candidates into verdicts by reading the chain at
-`finalized` commitment. Replicas share one durable consumer."""
+`finalized` commitment. Replicas share the durable consumers."""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
 from aiohttp import web
 
-from axiom_shared.service import create_service_app, run_service
+from axiom_shared.nats import JetStreamConsumer
+from axiom_shared.schemas import HeliusItemReceived, VerificationRequested
+from axiom_shared.service import add_readiness_check, bus_key, create_service_app, run_service
+from axiom_shared.topology import VERIFIER_CANDIDATES, VERIFIER_WEBHOOKS, ConsumerSpec
+from axiom_verifier.rpc import SolanaRpc
 from axiom_verifier.settings import VerifierSettings
+from axiom_verifier.verifier import Verifier
 
 
 def create_app(settings: VerifierSettings) -> web.Application:
-    return create_service_app(settings)
+    app = create_service_app(settings)
+
+    async def verification(app: web.Application) -> AsyncIterator[None]:
+        bus = app[bus_key]
+        rpc = SolanaRpc(settings.solana_rpc_url, settings.solana_rpc_timeout)
+        verifier = Verifier(
+            bus.nc,
+            bus.js,
+            rpc,
+            clock_skew=timedelta(seconds=settings.clock_skew_seconds),
+            request_timeout=settings.request_timeout,
+        )
+
+        def scaled(spec: ConsumerSpec) -> ConsumerSpec:
+            delays = tuple(d * settings.retry_delay_scale for d in spec.retry_delays)
+            return dataclasses.replace(spec, retry_delays=delays)
+
+        consumers: list[JetStreamConsumer[Any]] = [
+            JetStreamConsumer(
+                bus.nc,
+                bus.js,
+                scaled(VERIFIER_CANDIDATES),
+                VerificationRequested,
+                verifier.on_candidate,
+                concurrency=settings.concurrency,
+            ),
+            JetStreamConsumer(
+                bus.nc,
+                bus.js,
+                scaled(VERIFIER_WEBHOOKS),
+                HeliusItemReceived,
+                verifier.on_webhook_item,
+                concurrency=settings.concurrency,
+            ),
+        ]
+        for consumer in consumers:
+            consumer.start()
+
+        async def consuming() -> bool:
+            return all(c.running for c in consumers)
+
+        add_readiness_check(app, "consumers", consuming)
+        yield
+        for consumer in consumers:
+            await consumer.stop(settings.shutdown_timeout)
+        await rpc.close()
+
+    app.cleanup_ctx.append(verification)
+    return app
 
 
 def main() -> None:

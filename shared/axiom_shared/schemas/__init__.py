@@ -10,6 +10,7 @@ from axiom_shared.schemas.amadeus import (
 )
 from axiom_shared.schemas.base import Lamports, Message, Pubkey, StrictModel, TxSignature, utcnow
 from axiom_shared.schemas.payments import (
+    DECISIVE_OUTCOMES,
     FINAL_STATUSES,
     CatalogItem,
     ChangeSource,
@@ -19,13 +20,20 @@ from axiom_shared.schemas.payments import (
     GetCatalogResult,
     GetPaymentInput,
     GetPaymentResult,
+    HeliusItemReceived,
+    MatchPaymentsInput,
+    MatchPaymentsResult,
     PaymentProvisioned,
     PaymentStatus,
     PaymentStatusChanged,
+    PaymentVerdict,
     PaymentView,
+    VerdictOutcome,
+    VerificationRequested,
 )
 
 __all__ = [
+    "DECISIVE_OUTCOMES",
     "FINAL_STATUSES",
     "CatalogItem",
     "ChangeSource",
@@ -39,16 +47,22 @@ __all__ = [
     "GetCatalogResult",
     "GetPaymentInput",
     "GetPaymentResult",
+    "HeliusItemReceived",
     "Lamports",
+    "MatchPaymentsInput",
+    "MatchPaymentsResult",
     "Message",
     "PaymentProvisioned",
     "PaymentStatus",
     "PaymentStatusChanged",
+    "PaymentVerdict",
     "PaymentView",
     "Pubkey",
     "StrictModel",
     "TravelClass",
     "Traveler",
     "TxSignature",
+    "VerdictOutcome",
+    "VerificationRequested",
     "utcnow",
 ]

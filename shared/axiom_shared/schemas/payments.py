@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pydantic import Field
 
@@ -52,6 +52,8 @@ class PaymentView(StrictModel):
     #: Known at creation when the merchant co-signs as fee payer (SOLANA_PRIVATE_KEY).
     expected_signature: TxSignature | None = None
     failure_reason: str | None = None
+    #: The latest check that changed nothing (e.g. `no_reference`), for people and support.
+    last_check: str | None = None
     expires_at: datetime
     finalized_at: datetime | None = None
     created_at: datetime
@@ -73,8 +75,7 @@ class PaymentProvisioned(Message):
     payment_id: PublicId
     order_id: str
     user_id: str
-    entitlement_id: int
-    tx_signature: TxSignature | None
+    tx_signature: TxSignature
     amount_lamports: Lamports
     provisioned_at: datetime
 
@@ -134,3 +135,76 @@ class CreatePaymentResult(Message):
     transaction: str | None = None
     #: True when this answer replays the first answer for the same Idempotency-Key.
     replayed: bool = False
+
+
+# --- verification --------------------------------------------------------------------------
+
+
+class VerdictOutcome(StrEnum):
+    """What the chain says about one transaction for one payment."""
+
+    #: Finalized, no error, references the payment, merchant credited at least the amount.
+    VERIFIED = "verified"
+    #: Merchant credited less than the amount: the payment fails and needs a refund.
+    UNDERPAID = "underpaid"
+    #: References the payment but does not credit the merchant.
+    WRONG_RECIPIENT = "wrong_recipient"
+    # The rest change no status; they are recorded as the payment's last check.
+    NO_REFERENCE = "no_reference"
+    TRANSACTION_FAILED = "transaction_failed"
+    TRANSACTION_NOT_FOUND = "transaction_not_found"
+    PREDATES_PAYMENT = "predates_payment"
+
+
+#: Outcomes that decide a payment (the others leave it pending).
+DECISIVE_OUTCOMES = frozenset(
+    {VerdictOutcome.VERIFIED, VerdictOutcome.UNDERPAID, VerdictOutcome.WRONG_RECIPIENT}
+)
+
+
+class VerificationRequested(Message):
+    """A hint to look at the chain for a payment (manual or reconcile), optionally at one
+    transaction. Hints are never trusted: the verifier decides from the chain alone."""
+
+    SCHEMA: ClassVar[str] = "verify.candidate/1"
+    source: ChangeSource
+    payment_id: PublicId = Field(min_length=1, max_length=64)
+    signature: TxSignature | None = None
+
+
+class HeliusItemReceived(Message):
+    """One item of a Helius webhook batch, stored before the webhook is answered. Only the
+    signature is used; the rest is kept for the record and never trusted."""
+
+    SCHEMA: ClassVar[str] = "webhooks.helius_item/1"
+    signature: TxSignature
+    webhook_type: str = Field(pattern=r"^(enhanced|raw)$")
+    received_at: datetime
+    item: dict[str, Any]
+
+
+class PaymentVerdict(Message):
+    SCHEMA: ClassVar[str] = "verify.verdict/1"
+    payment_id: PublicId
+    outcome: VerdictOutcome
+    source: ChangeSource
+    signature: TxSignature | None = None
+    received_lamports: Lamports | None = None
+    slot: int | None = None
+    block_time: datetime | None = None
+    #: When the verifier saw the transaction at `finalized` commitment.
+    observed_at: datetime
+    #: When the candidate that led here arrived (webhook in), for the delay metric.
+    candidate_at: datetime | None = None
+
+
+class MatchPaymentsInput(Message):
+    """Which open payments (pending, or expired within the last hour) use these references?"""
+
+    SCHEMA: ClassVar[str] = "payments.match.input/1"
+    references: list[Pubkey] = Field(min_length=1, max_length=256)
+
+
+class MatchPaymentsResult(Message):
+    SCHEMA: ClassVar[str] = "payments.match.result/1"
+    payments: list[PaymentView]

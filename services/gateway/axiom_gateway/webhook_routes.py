@@ -1,0 +1,181 @@
+"""Webhooks in. A webhook is answered 2xx only after every item is stored durably in
+JetStream; what happens next (verification, applying) runs from there, at its own pace."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+from nats.errors import Error as NatsError
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from axiom_gateway.openapi import Operation, header_param
+from axiom_gateway.settings import GatewaySettings
+from axiom_shared.errors import ApiError, ErrorBody, ErrorDetail, unavailable
+from axiom_shared.logging import get_logger
+from axiom_shared.metrics import WEBHOOK_ITEMS
+from axiom_shared.nats import publish_event
+from axiom_shared.schemas import HeliusItemReceived
+from axiom_shared.service import bus_key, settings_key
+from axiom_shared.settings import secret_value
+from axiom_shared.topology import HELIUS_ITEM_SUBJECT
+
+log = get_logger(__name__)
+
+
+class RejectedItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    index: int
+    problem: str
+
+
+class WebhookReceipt(BaseModel):
+    """What was done with a batch: every item stored, already stored, or refused."""
+
+    model_config = ConfigDict(extra="forbid")
+    received: int
+    stored: int
+    duplicates: int
+    rejected: list[RejectedItem]
+
+
+def authorized(given: str | None, secrets: list[str]) -> bool:
+    """Constant time, and length-blind: both sides are hashed before the comparison."""
+    if not given:
+        return False
+    digest = hashlib.sha256(given.encode()).digest()
+    matches = [hmac.compare_digest(digest, hashlib.sha256(s.encode()).digest()) for s in secrets]
+    return any(matches)
+
+
+def _settings(req: web.Request) -> GatewaySettings:
+    settings = req.app[settings_key]
+    assert isinstance(settings, GatewaySettings)
+    return settings
+
+
+async def _json_body(req: web.Request, max_bytes: int) -> Any:
+    if req.content_type != "application/json":
+        raise ApiError(415, "unsupported_media_type", "the body must be JSON")
+    if req.content_length is not None and req.content_length > max_bytes:
+        raise ApiError(413, "payload_too_large", f"the body must be at most {max_bytes} bytes")
+    raw = await req.content.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise ApiError(413, "payload_too_large", f"the body must be at most {max_bytes} bytes")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
+
+
+def helius_signature(item: Any) -> tuple[str, str]:
+    """(signature, webhook type) of one item; raises ValueError naming what is wrong."""
+    if not isinstance(item, dict):
+        raise ValueError("an item must be an object")
+    if "signature" in item:  # enhanced: the signature is a top-level field
+        signature, kind = item["signature"], "enhanced"
+    else:  # raw: the RPC getTransaction shape
+        try:
+            signature, kind = item["transaction"]["signatures"][0], "raw"
+        except (KeyError, IndexError, TypeError):
+            raise ValueError("no signature (neither enhanced nor raw format)") from None
+    if not isinstance(signature, str):
+        raise ValueError("the signature must be a string")
+    return signature, kind
+
+
+async def helius_webhook(req: web.Request) -> web.Response:
+    settings = _settings(req)
+    secrets = [
+        s
+        for s in (
+            secret_value(settings.helius_webhook_secret),
+            secret_value(settings.helius_webhook_secret_next),
+        )
+        if s
+    ]
+    if not secrets:
+        WEBHOOK_ITEMS.labels(provider="helius", outcome="rejected").inc()
+        raise ApiError(401, "unauthorized", "webhook authentication is not configured")
+    if not authorized(req.headers.get("Authorization"), secrets):
+        WEBHOOK_ITEMS.labels(provider="helius", outcome="rejected").inc()
+        raise ApiError(401, "unauthorized", "missing or wrong Authorization")
+    batch = await _json_body(req, settings.webhook_max_bytes)
+    if not isinstance(batch, list):
+        raise ApiError(
+            422,
+            "validation_error",
+            "a Helius webhook body is an array of items",
+            [ErrorDetail(field="body", problem="expected an array")],
+        )
+    js = req.app[bus_key].js
+    now = datetime.now(UTC)
+    receipt = WebhookReceipt(received=len(batch), stored=0, duplicates=0, rejected=[])
+    for index, item in enumerate(batch):
+        # One bad item is refused on its own; the rest of the batch is still stored.
+        try:
+            signature, kind = helius_signature(item)
+            message = HeliusItemReceived(
+                signature=signature, webhook_type=kind, received_at=now, item=item
+            )
+        except (ValueError, ValidationError) as exc:
+            problem = (
+                str(exc)
+                if isinstance(exc, ValueError) and not isinstance(exc, ValidationError)
+                else "the signature is not a base58 transaction signature"
+            )
+            receipt.rejected.append(RejectedItem(index=index, problem=problem))
+            WEBHOOK_ITEMS.labels(provider="helius", outcome="rejected").inc()
+            continue
+        try:
+            ack = await publish_event(
+                js,
+                HELIUS_ITEM_SUBJECT.format(signature=signature),
+                message,
+                msg_id=f"helius:{signature}",
+            )
+        except (NatsError, TimeoutError, OSError) as exc:
+            # Not stored: answer 503 so Helius retries; what was stored is de-duplicated.
+            WEBHOOK_ITEMS.labels(provider="helius", outcome="failed").inc()
+            log.warning("webhook item not stored", error=type(exc).__name__)
+            raise unavailable("could not store the webhook, retry") from exc
+        if ack.duplicate:
+            receipt.duplicates += 1
+            WEBHOOK_ITEMS.labels(provider="helius", outcome="duplicate").inc()
+        else:
+            receipt.stored += 1
+            WEBHOOK_ITEMS.labels(provider="helius", outcome="stored").inc()
+    log.info(
+        "helius webhook",
+        received=receipt.received,
+        stored=receipt.stored,
+        duplicates=receipt.duplicates,
+        rejected=len(receipt.rejected),
+    )
+    return web.json_response(receipt.model_dump())
+
+
+def add_webhook_routes(app: web.Application) -> list[Operation]:
+    app.router.add_post("/api/webhooks/helius", helius_webhook)
+    return [
+        Operation(
+            "post",
+            "/api/webhooks/helius",
+            "Helius webhook (enhanced or raw batch); stored durably before the answer",
+            {
+                200: WebhookReceipt,
+                400: ErrorBody,
+                401: ErrorBody,
+                413: ErrorBody,
+                415: ErrorBody,
+                422: ErrorBody,
+                503: ErrorBody,
+            },
+            parameters=[header_param("Authorization", "the authHeader given to Helius", True)],
+            tags=("webhooks",),
+        )
+    ]

@@ -1,0 +1,400 @@
+"""Payments II end to end: verification at finalized, Helius ingest, the reconcile loop and
+exactly-once provisioning, on real NATS, libSQL and the sandbox chain."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import aiohttp
+import pytest
+from nats.js.api import DeliverPolicy
+from nats.js.errors import NotFoundError
+from solana.rpc.async_api import AsyncClient
+from solana.rpc.commitment import Finalized
+from solders.keypair import Keypair
+from solders.signature import Signature
+
+from axiom_shared.nats import connect_nats
+from axiom_shared.schemas import PaymentStatusChanged
+from sandbox.solana.wallet import pay_url
+from tests.fixtures.system import PRICE, PaymentSystem, SystemFactory
+
+pytestmark = pytest.mark.e2e
+
+
+async def finalized_at(system: PaymentSystem, signature: Signature, timeout: float = 10) -> float:
+    """The moment (monotonic) the sandbox reports the signature finalized."""
+    async with AsyncClient(system.solana.rpc_url) as rpc:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = (await rpc.get_signature_statuses([signature])).value[0]
+            if status is not None and str(status.confirmation_status) in (
+                "TransactionConfirmationStatus.Finalized",
+                "finalized",
+            ):
+                return time.monotonic()
+            await asyncio.sleep(0.01)
+    raise AssertionError("not finalized in time")
+
+
+async def status_events(system: PaymentSystem, payment_id: str) -> list[PaymentStatusChanged]:
+    nc = await connect_nats(system.nats_url, "test-reader")
+    try:
+        js = nc.jetstream()
+        sub = await js.subscribe(
+            f"payments.events.status.{payment_id}",
+            deliver_policy=DeliverPolicy.ALL,
+            ordered_consumer=True,
+        )
+        events = []
+        while True:
+            try:
+                msg = await sub.next_msg(timeout=0.5)
+            except Exception:
+                break
+            events.append(PaymentStatusChanged.from_bytes(msg.data))
+        await sub.unsubscribe()
+        return events
+    finally:
+        await nc.close()
+
+
+async def provisioned_events(system: PaymentSystem, payment_id: str) -> int:
+    nc = await connect_nats(system.nats_url, "test-reader")
+    try:
+        sub = await nc.jetstream().subscribe(
+            f"payments.events.provisioned.{payment_id}",
+            deliver_policy=DeliverPolicy.ALL,
+            ordered_consumer=True,
+        )
+        count = 0
+        while True:
+            try:
+                await sub.next_msg(timeout=0.5)
+                count += 1
+            except Exception:
+                return count
+    finally:
+        await nc.close()
+
+
+async def test_paid_payment_is_provisioned_within_2s_of_finalization(
+    payment_system: PaymentSystem,
+) -> None:
+    created = await payment_system.create()
+    signature = await pay_url(created["transfer_url"], payment_system.solana.rpc_url)
+    final = await finalized_at(payment_system, signature)
+    view = await payment_system.wait_status(created["payment_id"], "provisioned", timeout=10)
+    took = time.monotonic() - final
+    print(f"\nprovisioned {took:.2f} s after finalization")
+    assert took < 2.0
+    assert view["tx_signature"] == str(signature)
+    assert view["finalized_at"] is not None
+    assert view["received_lamports"] == str(PRICE)
+    assert view["version"] == 3  # pending → verified → provisioned
+    assert (
+        await payment_system.count(
+            "SELECT count(*) FROM entitlements e JOIN payments p ON p.id = e.payment_id"
+            " WHERE p.public_id = ?",
+            [created["payment_id"]],
+        )
+        == 1
+    )
+
+
+async def test_reconcile_alone_provisions_when_every_webhook_is_dropped(
+    payment_system: PaymentSystem,
+) -> None:
+    await payment_system.solana.admin.set_faults(webhook_drop_all=True)
+    payer = await payment_system.payer()
+    created = [await payment_system.create() for _ in range(5)]
+    for payment in created:
+        await payment_system.send(payer, PRICE, (payment["reference"],))
+    for payment in created:
+        await payment_system.wait_status(payment["payment_id"], "provisioned", timeout=15)
+    stats = await payment_system.solana.admin.stats()
+    assert stats.get("webhooks_delivered", 0) == 0
+    assert await payment_system.count("SELECT count(*) FROM entitlements") == 5
+
+
+async def test_duplicates_from_every_source_provision_exactly_once(
+    payment_system: PaymentSystem,
+) -> None:
+    await payment_system.solana.admin.set_faults(webhook_duplicate=5)
+    payer = await payment_system.payer()
+    created = await payment_system.create()
+    signature = await payment_system.send(payer, PRICE, (created["reference"],))
+    payment_id = created["payment_id"]
+    # A manual verify with and without the signature, while webhooks x5 and reconcile run.
+    manual = await asyncio.gather(
+        payment_system.call("POST", "/api/pay/verify", json={"payment_id": payment_id}),
+        payment_system.call(
+            "POST", "/api/pay/verify", json={"payment_id": payment_id, "signature": str(signature)}
+        ),
+    )
+    assert [code for code, _ in manual] == [202, 202]
+    await payment_system.wait_status(payment_id, "provisioned")
+    await asyncio.sleep(1.0)  # let every duplicate arrive and be applied (or not)
+    events = await status_events(payment_system, payment_id)
+    assert [e.payment.status.value for e in events] == ["pending", "verified", "provisioned"]
+    assert await provisioned_events(payment_system, payment_id) == 1
+    assert (
+        await payment_system.count(
+            "SELECT count(*) FROM entitlements e JOIN payments p ON p.id = e.payment_id"
+            " WHERE p.public_id = ?",
+            [payment_id],
+        )
+        == 1
+    )
+
+
+async def test_overpaid_is_verified_with_the_excess_recorded(
+    payment_system: PaymentSystem,
+) -> None:
+    payer = await payment_system.payer()
+    created = await payment_system.create()
+    await payment_system.send(payer, PRICE + 12_345, (created["reference"],))
+    view = await payment_system.wait_status(created["payment_id"], "provisioned")
+    assert view["received_lamports"] == str(PRICE + 12_345)
+
+
+async def test_underpaid_fails_with_the_amount_received(payment_system: PaymentSystem) -> None:
+    payer = await payment_system.payer()
+    created = await payment_system.create()
+    await payment_system.send(payer, PRICE // 2, (created["reference"],))
+    view = await payment_system.wait_status(created["payment_id"], "failed")
+    assert view["failure_reason"] == "underpaid"
+    assert view["received_lamports"] == str(PRICE // 2)
+    await asyncio.sleep(0.8)
+    assert (await payment_system.status(created["payment_id"]))["status"] == "failed"
+    assert await payment_system.count("SELECT count(*) FROM entitlements") == 0
+
+
+async def test_wrong_recipient_fails(payment_system: PaymentSystem) -> None:
+    payer = await payment_system.payer()
+    created = await payment_system.create()
+    elsewhere = str(Keypair().pubkey())
+    await payment_system.send(payer, PRICE, (created["reference"],), recipient=elsewhere)
+    view = await payment_system.wait_status(created["payment_id"], "failed")
+    assert view["failure_reason"] == "wrong_recipient"
+    assert await payment_system.count("SELECT count(*) FROM entitlements") == 0
+
+
+async def wait_check(system: PaymentSystem, payment_id: str, check: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        view = await system.status(payment_id)
+        if view["last_check"] == check:
+            return view
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"last_check never became {check}: {view}")
+
+
+async def test_transaction_without_the_reference_is_not_counted(
+    payment_system: PaymentSystem,
+) -> None:
+    payer = await payment_system.payer()
+    created = await payment_system.create()
+    signature = await payment_system.send(payer, PRICE, ())  # pays the merchant, no reference
+    code, _ = await payment_system.call(
+        "POST",
+        "/api/pay/verify",
+        json={"payment_id": created["payment_id"], "signature": str(signature)},
+    )
+    assert code == 202
+    view = await wait_check(payment_system, created["payment_id"], "no_reference")
+    assert view["status"] == "pending"
+    assert view["tx_signature"] is None
+
+
+async def test_failed_transaction_is_not_counted(payment_system: PaymentSystem) -> None:
+    payer = await payment_system.payer(lamports=50_000_000)  # less than the price
+    created = await payment_system.create()
+    signature = await payment_system.send(
+        payer, PRICE, (created["reference"],), skip_preflight=True
+    )
+    code, _ = await payment_system.call(
+        "POST",
+        "/api/pay/verify",
+        json={"payment_id": created["payment_id"], "signature": str(signature)},
+    )
+    assert code == 202
+    view = await wait_check(payment_system, created["payment_id"], "transaction_failed")
+    assert view["status"] == "pending"
+
+
+async def test_unknown_signature_is_reported_not_found(payment_system: PaymentSystem) -> None:
+    created = await payment_system.create()
+    ghost = str(Keypair().sign_message(b"never sent"))
+    code, _ = await payment_system.call(
+        "POST", "/api/pay/verify", json={"payment_id": created["payment_id"], "signature": ghost}
+    )
+    assert code == 202
+    view = await wait_check(payment_system, created["payment_id"], "transaction_not_found")
+    assert view["status"] == "pending"
+
+
+async def test_one_transaction_cannot_pay_two_payments(payment_system: PaymentSystem) -> None:
+    payer = await payment_system.payer()
+    first, second = await payment_system.create(), await payment_system.create()
+    await payment_system.send(payer, PRICE, (first["reference"], second["reference"]))
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        views = [await payment_system.status(p["payment_id"]) for p in (first, second)]
+        if sorted(v["status"] for v in views) == ["pending", "provisioned"] and any(
+            v["last_check"] == "signature_already_used" for v in views
+        ):
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError(f"unexpected: {views}")
+    assert await payment_system.count("SELECT count(*) FROM entitlements") == 1
+
+
+async def test_confirmed_only_stays_pending_until_finalized(
+    payment_system_factory: SystemFactory,
+) -> None:
+    system = await payment_system_factory(webhooks=False)
+    payer = await system.payer()
+    created = await system.create()
+    await system.solana.admin.pause_clock()
+    try:
+        signature = await send_unconfirmed(system, payer, created["reference"])
+        await system.solana.admin.advance(1)  # confirmed, not finalized
+        # Helius can announce at `confirmed`: the webhook arrives before finalization.
+        code, receipt = await system.call(
+            "POST",
+            "/api/webhooks/helius",
+            json=[{"signature": str(signature), "type": "TRANSFER"}],
+            headers={"Authorization": system.webhook_secret},
+        )
+        assert code == 200
+        assert receipt["stored"] == 1
+        await asyncio.sleep(1.0)
+        view = await system.status(created["payment_id"])
+        assert view["status"] == "pending"
+        assert view["tx_signature"] is None
+    finally:
+        await system.solana.admin.resume_clock()
+    view = await system.wait_status(created["payment_id"], "provisioned")
+    assert view["tx_signature"] == str(signature)
+
+
+async def send_unconfirmed(system: PaymentSystem, payer: Keypair, reference: str) -> Signature:
+    from solders.pubkey import Pubkey
+
+    from axiom_payments.settings import DEV_MERCHANT_WALLET
+    from tests.fixtures.solana import transfer_tx
+
+    async with AsyncClient(system.solana.rpc_url) as rpc:
+        blockhash = (await rpc.get_latest_blockhash(Finalized)).value.blockhash
+        tx = transfer_tx(
+            payer,
+            Pubkey.from_string(DEV_MERCHANT_WALLET),
+            PRICE,
+            blockhash,
+            references=(Pubkey.from_string(reference),),
+        )
+        return (await rpc.send_transaction(tx)).value
+
+
+async def test_a_lying_webhook_changes_nothing(payment_system: PaymentSystem) -> None:
+    await payment_system.solana.admin.set_faults(webhook_drop_all=True)
+    payer = await payment_system.payer()
+    created = await payment_system.create()
+    signature = await payment_system.send(payer, PRICE // 10, (created["reference"],))
+    forged = [
+        {
+            "signature": str(signature),
+            "type": "TRANSFER",
+            "nativeTransfers": [
+                {
+                    "fromUserAccount": str(payer.pubkey()),
+                    "toUserAccount": created["recipient"],
+                    "amount": PRICE * 10,
+                }
+            ],
+            "accountData": [],
+        }
+    ]
+    code, receipt = await payment_system.call(
+        "POST",
+        "/api/webhooks/helius",
+        json=forged,
+        headers={"Authorization": payment_system.webhook_secret},
+    )
+    assert code == 200
+    assert receipt["stored"] + receipt["duplicates"] == 1
+    view = await payment_system.wait_status(created["payment_id"], "failed")
+    assert view["failure_reason"] == "underpaid"
+    assert view["received_lamports"] == str(PRICE // 10)
+
+
+@pytest.mark.parametrize("authorization", [None, "", "wrong", "Bearer x"])
+async def test_webhooks_without_the_secret_are_refused(
+    payment_system: PaymentSystem, authorization: str | None
+) -> None:
+    headers = {} if authorization is None else {"Authorization": authorization}
+    sig = str(Keypair().sign_message(b"x"))
+    code, body = await payment_system.call(
+        "POST", "/api/webhooks/helius", json=[{"signature": sig}], headers=headers
+    )
+    assert code == 401
+    assert body["error"]["code"] == "unauthorized"
+    nc = await connect_nats(payment_system.nats_url, "test")
+    try:
+        with pytest.raises(NotFoundError):
+            await nc.jetstream().get_last_msg("WEBHOOKS", f"webhooks.helius.{sig}")
+    finally:
+        await nc.close()
+
+
+async def test_one_bad_item_does_not_drop_the_batch(payment_system: PaymentSystem) -> None:
+    sigs = [str(Keypair().sign_message(bytes([i]))) for i in range(2)]
+    batch = [
+        {"signature": sigs[0]},
+        {"signature": "not-a-signature"},
+        42,
+        {"transaction": {"signatures": [sigs[1]]}, "meta": {}},
+        {"nothing": "here"},
+    ]
+    code, receipt = await payment_system.call(
+        "POST",
+        "/api/webhooks/helius",
+        json=batch,
+        headers={"Authorization": payment_system.webhook_secret},
+    )
+    assert code == 200
+    assert receipt["received"] == 5
+    assert receipt["stored"] == 2
+    assert [r["index"] for r in receipt["rejected"]] == [1, 2, 4]
+    code, again = await payment_system.call(
+        "POST",
+        "/api/webhooks/helius",
+        json=batch[:1],
+        headers={"Authorization": payment_system.webhook_secret},
+    )
+    assert again["duplicates"] == 1
+
+
+async def test_webhook_secret_unset_refuses_everything(
+    payment_system: PaymentSystem,
+) -> None:
+    from axiom_gateway.app import create_app
+    from axiom_gateway.settings import GatewaySettings
+    from tests.fixtures.infra import start_app
+
+    settings = GatewaySettings.load(nats_url=payment_system.nats_url, port=0)
+    gateway = await start_app(create_app(settings))
+    try:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                gateway.base_url + "/api/webhooks/helius", json=[], headers={"Authorization": ""}
+            ) as resp,
+        ):
+            assert resp.status == 401
+    finally:
+        await gateway.server.close()
