@@ -38,6 +38,10 @@ PAYMENT_PROVISIONED_SUBJECT = "payments.events.provisioned.{payment_id}"
 #: `webhooks.helius.<signature>`: one Helius webhook item, stored before the 2xx
 #: (Nats-Msg-Id `helius:<signature>`: a redelivered webhook is stored once).
 HELIUS_ITEM_SUBJECT = "webhooks.helius.{signature}"
+#: `webhooks.paymob.<transaction id>`: one authentic Paymob callback (PaymobTransactionReceived),
+#: stored before the 2xx (Nats-Msg-Id `paymob:<transaction id>:<state>`).
+PAYMOB_TRANSACTION_SUBJECT = "webhooks.paymob.{transaction_id}"
+PAYMOB_TRANSACTION_ALL = "webhooks.paymob.>"
 #: `verify.candidates.<source>.<payment_id>`: manual and reconcile hints (VerificationRequested).
 VERIFY_CANDIDATE_SUBJECT = "verify.candidates.{source}.{payment_id}"
 #: `verify.verdicts.<payment_id>`: the verifier's findings (PaymentVerdict), for payments.
@@ -179,6 +183,14 @@ PAYMENTS_VERDICTS = ConsumerSpec(
     ack_wait=30.0,
 )
 
+#: The amadeus-proxy (owner of the bookings DB) applies Paymob callbacks; replicas share them.
+AMADEUS_PAYMOB_CALLBACKS = ConsumerSpec(
+    stream=WEBHOOKS.name,
+    durable="amadeus-proxy-paymob",
+    filter_subject=PAYMOB_TRANSACTION_ALL,
+    max_deliver=10,
+    ack_wait=30.0,
+)
 
 #: Each notifier replica reads every status change (no shared queue).
 NOTIFIER_STATUS_FEED = ConsumerSpec(

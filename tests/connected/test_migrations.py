@@ -25,6 +25,7 @@ NOW = "2026-01-01T00:00:00+00:00"
 pytestmark = pytest.mark.connected
 
 PAYMENTS_VERSIONS = [m.version for m in payments_migrations()]
+BOOKINGS_VERSIONS = [m.version for m in bookings_migrations()]
 
 
 @pytest.fixture
@@ -214,19 +215,20 @@ async def test_bookings_migration_keeps_legacy_rows(tmp_path: Path) -> None:
         original = await legacy_rows(db)
         migrations = bookings_migrations()
 
-        assert await migrate(db, migrations) == [1, 2, 3]
+        assert await migrate(db, migrations) == BOOKINGS_VERSIONS
         assert await legacy_rows(db) == original
         providers = await db.fetch_all(
             "SELECT payment_provider, idempotency_key FROM agent_transactions"
         )
         assert providers == [{"payment_provider": "solana", "idempotency_key": None}] * 3
 
-        assert await migrate_down(db, migrations) == [3, 2, 1]
+        assert await migrate_down(db, migrations) == BOOKINGS_VERSIONS[::-1]
         assert await legacy_rows(db) == original
         columns = {r["name"] for r in await db.fetch_all("PRAGMA table_info(agent_transactions)")}
-        assert "idempotency_key" not in columns
+        assert {"idempotency_key", "paymob_order_id", "payment_status"} & columns == set()
+        assert "paymob_callbacks" not in await table_names(db)
 
-        assert await migrate(db, migrations) == [1, 2, 3]
+        assert await migrate(db, migrations) == BOOKINGS_VERSIONS
         assert await legacy_rows(db) == original
 
         await db.execute("UPDATE agent_transactions SET idempotency_key = 'k1' WHERE id = 'tx0'")
@@ -234,5 +236,9 @@ async def test_bookings_migration_keeps_legacy_rows(tmp_path: Path) -> None:
             await db.execute(
                 "UPDATE agent_transactions SET idempotency_key = 'k1' WHERE id = 'tx1'"
             )
+        # One booking per Paymob order.
+        await db.execute("UPDATE agent_transactions SET paymob_order_id = '7' WHERE id = 'tx0'")
+        with pytest.raises(IntegrityError, match="UNIQUE"):
+            await db.execute("UPDATE agent_transactions SET paymob_order_id = '7' WHERE id = 'tx1'")
     finally:
         await db.close()

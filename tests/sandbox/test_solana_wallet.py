@@ -198,7 +198,8 @@ async def test_module_entry_point_serves_json_rpc() -> None:
         assert health["result"] == "ok"
         processed = (await rpc_call(url, "getSlot", [{"commitment": "processed"}]))["result"]
         finalized = (await rpc_call(url, "getSlot", [{"commitment": "finalized"}]))["result"]
-        assert 2 <= processed - finalized <= 3
+        # finality depth 2; a slot may pass between the two calls (50 ms slots)
+        assert 1 <= processed - finalized <= 3
     finally:
         process.terminate()
         await process.wait()

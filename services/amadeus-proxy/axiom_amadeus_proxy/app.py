@@ -14,6 +14,7 @@ from axiom_amadeus_proxy.booking import Bookings
 from axiom_amadeus_proxy.client import AmadeusClient
 from axiom_amadeus_proxy.handlers import SERVICE_NAME, SERVICE_VERSION, endpoints
 from axiom_amadeus_proxy.pacing import Pacer, PacingPolicy
+from axiom_amadeus_proxy.paymob import paymob_consumer_context
 from axiom_amadeus_proxy.search import FlightSearch
 from axiom_amadeus_proxy.settings import AmadeusProxySettings
 from axiom_amadeus_proxy.tokens import TokenCache
@@ -59,6 +60,7 @@ def create_app(settings: AmadeusProxySettings) -> web.Application:
         )
     )
     app.cleanup_ctx.append(_amadeus_context(settings))
+    app.cleanup_ctx.append(paymob_consumer_context(bookings_db_key))
     return app
 
 

@@ -21,3 +21,9 @@ class GatewaySettings(RateLimitSettings):
     helius_webhook_secret_next: SecretStr | None = None
     #: Largest webhook body accepted (a Helius batch is an array of items).
     webhook_max_bytes: int = Field(default=2 * 1024 * 1024, ge=1024, le=16 * 1024 * 1024)
+    #: Paymob's HMAC secret (dashboard, profile); callbacks are refused while it is unset.
+    #: `_NEXT` is also accepted, so the secret rotates without losing a callback.
+    paymob_hmac_secret: SecretStr | None = None
+    paymob_hmac_secret_next: SecretStr | None = None
+    #: Largest Paymob callback body accepted (a real one is a few KB).
+    paymob_max_bytes: int = Field(default=64 * 1024, ge=1024, le=1024 * 1024)

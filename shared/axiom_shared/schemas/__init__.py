@@ -31,6 +31,7 @@ from axiom_shared.schemas.payments import (
     VerdictOutcome,
     VerificationRequested,
 )
+from axiom_shared.schemas.paymob import PaymobTransactionReceived, PaymobTransactionState
 
 __all__ = [
     "DECISIVE_OUTCOMES",
@@ -57,6 +58,8 @@ __all__ = [
     "PaymentStatusChanged",
     "PaymentVerdict",
     "PaymentView",
+    "PaymobTransactionReceived",
+    "PaymobTransactionState",
     "Pubkey",
     "StrictModel",
     "TravelClass",
