@@ -30,6 +30,7 @@ run: $(STAMP) ## start the whole stack locally (reuses NATS/Redis when they answ
 
 test: $(STAMP) ## run every test tier CI runs (unit, connected, e2e, browser, slow)
 	bash deploy/scripts/ensure-promtool.sh
+	bash deploy/scripts/ensure-chromium.sh
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP) ## unit tests only (and the offline deploy/ checks)

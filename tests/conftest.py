@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.amadeus",
     "tests.fixtures.services",
     "tests.fixtures.system",
+    "tests.fixtures.notifier",
 ]

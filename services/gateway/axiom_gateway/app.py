@@ -11,6 +11,7 @@ from axiom_gateway.payments_routes import add_payment_routes
 from axiom_gateway.paymob_routes import add_paymob_routes
 from axiom_gateway.ratelimit import install_rate_limiting
 from axiom_gateway.settings import GatewaySettings
+from axiom_gateway.status_routes import add_status_routes
 from axiom_gateway.webhook_routes import add_webhook_routes
 from axiom_shared.http import json_response
 from axiom_shared.service import create_service_app, redis_context, run_service
@@ -26,6 +27,7 @@ def create_app(settings: GatewaySettings) -> web.Application:
     operations += add_payment_routes(app)
     operations += add_webhook_routes(app)
     operations += add_paymob_routes(app)
+    operations += add_status_routes(app)
     app[openapi_key] = build_openapi(operations, "AxiomID payments gateway", "1.0.0")
     app.router.add_get("/openapi.json", _openapi)
     app.router.add_static("/static/", str(files("axiom_gateway") / "static"))

@@ -21,6 +21,8 @@ class Operation:
     array_response: bool = False
     parameters: list[dict[str, Any]] = field(default_factory=list)
     tags: tuple[str, ...] = ()
+    #: Responses documented as given (e.g. a `text/event-stream` or `image/svg+xml` 200).
+    response_docs: dict[int, dict[str, Any]] = field(default_factory=dict)
 
 
 def path_param(name: str, pattern: str, description: str) -> dict[str, Any]:
@@ -72,6 +74,9 @@ def build_openapi(operations: list[Operation], title: str, version: str) -> dict
     for op in operations:
         responses: dict[str, Any] = {}
         for status, model in sorted(op.responses.items()):
+            if status in op.response_docs:
+                responses[str(status)] = op.response_docs[status]
+                continue
             if model is None:
                 responses[str(status)] = {"description": _ERROR_TEXT.get(status, "no body")}
                 continue

@@ -27,3 +27,5 @@ class GatewaySettings(RateLimitSettings):
     paymob_hmac_secret_next: SecretStr | None = None
     #: Largest Paymob callback body accepted (a real one is a few KB).
     paymob_max_bytes: int = Field(default=64 * 1024, ge=1024, le=1024 * 1024)
+    #: The notifier whose SSE status streams the gateway passes through to browsers.
+    notifier_url: str = "http://127.0.0.1:8081"

@@ -1,8 +1,9 @@
 """The notifier: every replica reads every payment status change and fans it out to the
-browsers watching that payment."""
+browsers watching that payment, over Server-Sent Events (`streams.py`)."""
 
 from __future__ import annotations
 
+import resource
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -10,6 +11,8 @@ from nats.aio.msg import Msg
 
 from axiom_notifier.hub import StatusHub
 from axiom_notifier.settings import NotifierSettings
+from axiom_notifier.streams import add_stream_routes, hub_key, status_kv_key
+from axiom_shared.logging import get_logger
 from axiom_shared.nats import JetStreamConsumer
 from axiom_shared.schemas import PaymentStatusChanged
 from axiom_shared.service import (
@@ -18,18 +21,22 @@ from axiom_shared.service import (
     create_service_app,
     run_service,
 )
-from axiom_shared.topology import NOTIFIER_STATUS_FEED
+from axiom_shared.topology import NOTIFIER_STATUS_FEED, PAYMENT_STATUS_BUCKET
 
-hub_key = web.AppKey("hub", StatusHub)
+__all__ = ["create_app", "hub_key", "main"]
+
+log = get_logger(__name__)
 
 
 def create_app(settings: NotifierSettings) -> web.Application:
     app = create_service_app(settings)
     app[hub_key] = StatusHub()
+    add_stream_routes(app, settings)
 
     async def status_feed(app: web.Application) -> AsyncIterator[None]:
         bus = app[bus_key]
         hub = app[hub_key]
+        app[status_kv_key] = await bus.js.key_value(PAYMENT_STATUS_BUCKET)
 
         async def on_status(event: PaymentStatusChanged, _msg: Msg) -> None:
             hub.publish(event)
@@ -56,5 +63,19 @@ def create_app(settings: NotifierSettings) -> web.Application:
     return app
 
 
+def raise_open_files_limit() -> int:
+    """Every SSE stream holds a socket: lift the soft file limit to the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open files limit", soft=soft, error=str(exc))
+            return soft
+        return hard
+    return soft
+
+
 def main() -> None:
+    raise_open_files_limit()
     run_service(NotifierSettings, create_app)

@@ -1,0 +1,315 @@
+"""Live payment status for the browser, and the checkout page.
+
+- `GET /api/sse/payment-status/{payment_id}`: the notifier's SSE stream, passed through chunk
+  by chunk as it arrives (never buffered), with the client's `Last-Event-ID`. The notifier
+  counts streams per client: the gateway names the client in `X-Axiom-Client` (the same
+  identity the rate limiter uses). Notifier down → 503 JSON; its own errors (404, 429, 503)
+  and its 204 ("you have the final status") are passed on as they are.
+- `GET /api/pay/qr/{payment_id}?url=<solana: URL>`: the QR code (SVG) of a Solana Pay transfer
+  URL, made here so the page needs no script from elsewhere. Only a URL that pays *this*
+  payment (its recipient, reference and amount, as the payments service has them) is drawn:
+  the gateway is not an open QR generator that could put someone else's wallet on our origin.
+- `GET /`: the checkout page (static HTML, CSS and JS, no build step), under a strict CSP.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+from collections.abc import AsyncIterator
+from decimal import Decimal, InvalidOperation
+from importlib.resources import files
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import aiohttp
+import segno
+from aiohttp import web
+
+from axiom_gateway.client_identity import IdentityRules, client_identity
+from axiom_gateway.openapi import Operation, path_param
+from axiom_gateway.payments_routes import PAYMENT_ID_PATTERN
+from axiom_gateway.settings import GatewaySettings
+from axiom_shared.errors import ApiError, ErrorBody, ErrorDetail, not_found, unavailable
+from axiom_shared.logging import correlation_headers, get_logger
+from axiom_shared.nats import request
+from axiom_shared.schemas import GetPaymentInput, GetPaymentResult, PaymentView
+from axiom_shared.service import bus_key, settings_key
+from axiom_shared.topology import PAYMENTS_GET
+
+log = get_logger(__name__)
+
+STREAM_PATH = "/api/sse/payment-status/{payment_id}"
+QR_PATH = "/api/pay/qr/{payment_id}"
+CLIENT_HEADER = "X-Axiom-Client"
+LAMPORTS_PER_SOL = 1_000_000_000
+MAX_QR_URL = 2048
+#: The notifier sends a heartbeat about every 15 s: three missed means it is gone.
+NOTIFIER_READ_TIMEOUT = 45.0
+
+_PAYMENT_RE = re.compile(PAYMENT_ID_PATTERN)
+
+#: Everything the page loads comes from this origin; no inline script or style.
+PAGE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+PAGE_HEADERS = {
+    "Content-Security-Policy": PAGE_CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+
+
+class StatusProxy:
+    """The notifier client and the streams passed through right now (ended at shutdown)."""
+
+    def __init__(self, notifier_url: str) -> None:
+        self.notifier_url = notifier_url.rstrip("/")
+        self.session: aiohttp.ClientSession | None = None
+        self.open: set[aiohttp.ClientResponse] = set()
+
+    def end_all(self) -> None:
+        for upstream in list(self.open):
+            upstream.close()
+
+
+status_proxy_key = web.AppKey("status_proxy", StatusProxy)
+page_key = web.AppKey("checkout_page", bytes)
+
+
+def _gateway_settings(req: web.Request) -> GatewaySettings:
+    settings = req.app[settings_key]
+    assert isinstance(settings, GatewaySettings)
+    return settings
+
+
+def _identity_rules(settings: GatewaySettings) -> IdentityRules:
+    return IdentityRules(
+        trusted_proxies=settings.trusted_proxies,
+        forwarded_header=settings.forwarded_header,
+        user_id_header=settings.user_id_header,
+        ipv6_prefix=settings.rate_limit_ipv6_prefix,
+    )
+
+
+async def stream_payment_status(req: web.Request) -> web.StreamResponse:
+    payment_id = req.match_info["payment_id"]
+    if not _PAYMENT_RE.match(payment_id):
+        raise not_found("payment")
+    proxy = req.app[status_proxy_key]
+    assert proxy.session is not None
+    settings = _gateway_settings(req)
+    headers = {
+        "Accept": "text/event-stream",
+        CLIENT_HEADER: client_identity(req, _identity_rules(settings)),
+        **correlation_headers(),
+    }
+    last_id = req.headers.get("Last-Event-ID", "").strip()
+    if last_id.isdigit() and len(last_id) <= 18:
+        headers["Last-Event-ID"] = last_id
+    url = f"{proxy.notifier_url}/api/sse/payment-status/{payment_id}"
+    try:
+        upstream = await proxy.session.get(url, headers=headers)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        log.warning("notifier unreachable", error=type(exc).__name__)
+        raise unavailable("live status is unavailable; poll check-status instead") from None
+    try:
+        if upstream.status != 200 or upstream.content_type != "text/event-stream":
+            return await _relay_answer(upstream)
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+            }
+        )
+        await response.prepare(req)
+        proxy.open.add(upstream)
+        try:
+            # Each chunk goes out as soon as it arrives: no buffering between the two streams.
+            async for chunk in upstream.content.iter_any():
+                await response.write(chunk)
+        except ConnectionResetError:
+            return response  # the browser left
+        except (aiohttp.ClientError, TimeoutError):
+            pass  # the notifier went away: end cleanly, the browser reconnects
+        finally:
+            proxy.open.discard(upstream)
+        with contextlib.suppress(ConnectionResetError, RuntimeError):
+            await response.write_eof()
+        return response
+    finally:
+        upstream.close()
+
+
+async def _relay_answer(upstream: aiohttp.ClientResponse) -> web.Response:
+    """The notifier's non-stream answer, as it is: 204, or a JSON error."""
+    if upstream.status == 204:
+        return web.Response(status=204, headers={"Cache-Control": "no-cache"})
+    try:
+        body = await upstream.content.read(64 * 1024)
+    except (aiohttp.ClientError, TimeoutError):
+        raise unavailable("live status is unavailable; poll check-status instead") from None
+    if upstream.status >= 400 and upstream.content_type == "application/json":
+        headers = {}
+        if "Retry-After" in upstream.headers:
+            headers["Retry-After"] = upstream.headers["Retry-After"]
+        return web.Response(
+            body=body, status=upstream.status, content_type="application/json", headers=headers
+        )
+    log.warning("notifier answered unexpectedly", status=upstream.status)
+    raise ApiError(502, "bad_gateway", "the live status service answered unexpectedly")
+
+
+def transfer_url_pays(url: str, payment: PaymentView) -> bool:
+    """True when `url` is a Solana Pay transfer request paying exactly this payment."""
+    if len(url) > MAX_QR_URL:
+        return False
+    parts = urlsplit(url)
+    if parts.scheme != "solana" or parts.netloc or parts.fragment:
+        return False
+    if unquote(parts.path) != payment.recipient:
+        return False
+    query = parse_qs(parts.query, keep_blank_values=True, strict_parsing=False)
+    if payment.reference not in query.get("reference", []):
+        return False
+    amounts = query.get("amount", [])
+    if len(amounts) != 1:
+        return False
+    try:
+        lamports = Decimal(amounts[0]) * LAMPORTS_PER_SOL
+    except InvalidOperation:
+        return False
+    return lamports == payment.amount_lamports
+
+
+def qr_svg(data: str) -> bytes:
+    qr = segno.make(data, error="m", micro=False)
+    out = io.BytesIO()
+    qr.save(out, kind="svg", scale=4, border=4, xmldecl=False, svgns=True, title="Solana Pay")
+    return out.getvalue()
+
+
+async def payment_qr(req: web.Request) -> web.Response:
+    payment_id = req.match_info["payment_id"]
+    if not _PAYMENT_RE.match(payment_id):
+        raise not_found("payment")
+    url = req.query.get("url", "")
+    if not url.startswith("solana:") or len(url) > MAX_QR_URL:
+        raise _bad_qr_url("url must be the payment's solana: transfer URL")
+    result = await request(
+        req.app[bus_key].nc,
+        PAYMENTS_GET,
+        GetPaymentInput(payment_id=payment_id),
+        GetPaymentResult,
+        timeout=req.app[settings_key].request_timeout,
+    )
+    if not transfer_url_pays(url, result.payment):
+        raise _bad_qr_url("url does not pay this payment")
+    return web.Response(
+        body=qr_svg(url),
+        content_type="image/svg+xml",
+        headers={"Cache-Control": "private, max-age=600", "X-Content-Type-Options": "nosniff"},
+    )
+
+
+def _bad_qr_url(problem: str) -> ApiError:
+    return ApiError(
+        422,
+        "validation_error",
+        "the request is not valid",
+        [ErrorDetail(field="url", problem=problem)],
+    )
+
+
+async def checkout_page(req: web.Request) -> web.Response:
+    return web.Response(
+        body=req.app[page_key], content_type="text/html", charset="utf-8", headers=PAGE_HEADERS
+    )
+
+
+def add_status_routes(app: web.Application) -> list[Operation]:
+    """The live status stream, the payment QR code and the checkout page."""
+    settings = app[settings_key]
+    assert isinstance(settings, GatewaySettings)
+    proxy = StatusProxy(settings.notifier_url)
+    app[status_proxy_key] = proxy
+    app[page_key] = (files("axiom_gateway") / "static" / "index.html").read_bytes()
+
+    async def notifier_client(app: web.Application) -> AsyncIterator[None]:
+        proxy.session = aiohttp.ClientSession(
+            # One connection per open stream: no pool limit (the notifier bounds streams).
+            connector=aiohttp.TCPConnector(limit=0),
+            timeout=aiohttp.ClientTimeout(
+                total=None, connect=settings.request_timeout, sock_read=NOTIFIER_READ_TIMEOUT
+            ),
+            auto_decompress=False,
+        )
+        yield
+        proxy.end_all()
+        await proxy.session.close()
+
+    async def end_streams(_app: web.Application) -> None:
+        # Before aiohttp waits for handlers: the browsers reconnect to another replica.
+        proxy.end_all()
+
+    app.cleanup_ctx.append(notifier_client)
+    app.on_shutdown.append(end_streams)
+    app.router.add_get(STREAM_PATH, stream_payment_status)
+    app.router.add_get(QR_PATH, payment_qr)
+    app.router.add_get("/", checkout_page)
+
+    payment = path_param("payment_id", PAYMENT_ID_PATTERN, "the payment's public id")
+    return [
+        Operation(
+            "get",
+            STREAM_PATH,
+            "Live status (text/event-stream): `event: status`, `id:` the payment's version, "
+            "`data:` the check-status JSON; first the current status, then each change; "
+            "honours Last-Event-ID; ends after a final status (204 when the client has it)",
+            {200: None, 204: None, 404: ErrorBody, 429: ErrorBody, 503: ErrorBody},
+            response_docs={
+                200: {
+                    "description": "the status stream",
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                },
+                204: {"description": "the client already has the final status: stop"},
+            },
+            parameters=[
+                payment,
+                {
+                    "name": "Last-Event-ID",
+                    "in": "header",
+                    "required": False,
+                    "description": "the last version received: only newer ones are sent",
+                    "schema": {"type": "string", "pattern": r"^[0-9]{1,18}$"},
+                },
+            ],
+            tags=("payments",),
+        ),
+        Operation(
+            "get",
+            QR_PATH,
+            "QR code (image/svg+xml) of this payment's Solana Pay transfer URL",
+            {200: None, 404: ErrorBody, 422: ErrorBody, 503: ErrorBody},
+            response_docs={
+                200: {
+                    "description": "the QR code",
+                    "content": {"image/svg+xml": {"schema": {"type": "string"}}},
+                }
+            },
+            parameters=[
+                payment,
+                {
+                    "name": "url",
+                    "in": "query",
+                    "required": True,
+                    "description": "the transfer_url returned when the payment was created",
+                    "schema": {"type": "string", "maxLength": MAX_QR_URL},
+                },
+            ],
+            tags=("payments",),
+        ),
+    ]
