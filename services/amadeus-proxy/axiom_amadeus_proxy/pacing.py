@@ -125,7 +125,9 @@ class Pacer:
             if slot > loop.time():
                 await asyncio.sleep(slot - loop.time())
             result = await ready()
-            if loop.time() - slot <= policy.guard:
+            # Past the deadline the slot is used as it is: re-reserving could loop forever
+            # when the event loop lags more than the guard (the wait would always be 0).
+            if loop.time() - slot <= policy.guard or loop.time() >= deadline:
                 return result
             log.info(
                 "amadeus send slot missed, taking another",

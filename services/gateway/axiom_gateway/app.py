@@ -6,6 +6,7 @@ from importlib.resources import files
 
 from aiohttp import web
 
+from axiom_gateway.amadeus_routes import add_amadeus_routes
 from axiom_gateway.openapi import Operation, build_openapi
 from axiom_gateway.payments_routes import add_payment_routes
 from axiom_gateway.paymob_routes import add_paymob_routes
@@ -25,6 +26,7 @@ def create_app(settings: GatewaySettings) -> web.Application:
     install_rate_limiting(app, settings)
     operations: list[Operation] = []
     operations += add_payment_routes(app)
+    operations += add_amadeus_routes(app)
     operations += add_webhook_routes(app)
     operations += add_paymob_routes(app)
     operations += add_status_routes(app)

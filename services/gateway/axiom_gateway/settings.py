@@ -29,3 +29,8 @@ class GatewaySettings(RateLimitSettings):
     paymob_max_bytes: int = Field(default=64 * 1024, ge=1024, le=1024 * 1024)
     #: The notifier whose SSE status streams the gateway passes through to browsers.
     notifier_url: str = "http://127.0.0.1:8081"
+    #: How long the gateway waits for the amadeus-proxy. Longer than the proxy's worst case
+    #: (attempts * (pacing wait + upstream timeout) + a token refresh: 3 * (2 + 8) + 10 s with
+    #: its defaults), so that a slow answer is never cut short here; a booking cut short
+    #: anyway is safe to retry with the same Idempotency-Key.
+    amadeus_request_timeout: float = Field(default=45.0, gt=0, le=300)
