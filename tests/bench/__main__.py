@@ -7,7 +7,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from tests.bench import payments_bench
+from tests.bench import payments_bench, ratelimit_bench, sse_bench, verification_bench
 from tests.bench.harness import Report
 from tests.bench.stack import bench_stack
 
@@ -18,7 +18,9 @@ async def main() -> int:
     report = Report()
     print("running benchmarks (loopback only, bounded in time)...", flush=True)
     async with bench_stack() as stack:
-        await payments_bench.run(stack, report)
+        for bench in (payments_bench, verification_bench, sse_bench, ratelimit_bench):
+            await bench.run(stack, report)
+            await stack.stop_all()
     print()
     print(report.table())
     out = ROOT / "var" / "bench.json"

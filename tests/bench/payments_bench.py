@@ -15,7 +15,7 @@ SECONDS = 5.0
 
 async def run(stack: BenchStack, report: Report) -> None:
     hello = await stack.start_hello()
-    await stack.start_service("payments")
+    await stack.start_service("payments", **stack.fresh_db("creation"))
     gateway = await stack.start_service("gateway")
 
     async def hello_call(http: aiohttp.ClientSession) -> bool:

@@ -34,6 +34,19 @@ class BenchStack:
         self.children.append(child)
         return child
 
+    async def stop_all(self) -> None:
+        """Stop the services and baselines started so far (not NATS, Redis or the chain), so
+        that one benchmark's leftovers never load the next one."""
+        keep = [c for c in self.children if c.name == "solana"]
+        for child in reversed(self.children):
+            if child not in keep:
+                await child.terminate(10)
+        self.children = keep
+
+    def fresh_db(self, name: str) -> dict[str, str]:
+        """Environment pointing the payments service at a DB of this benchmark's own."""
+        return {"TURSO_DB_URL": f"file:{self.workdir / (name + '.db')}"}
+
     async def start_hello(self) -> ChildProcess:
         port = free_port()
         child = ChildProcess(
@@ -60,7 +73,18 @@ async def bench_stack() -> AsyncIterator[BenchStack]:
         solana_port = free_port()
         solana = ChildProcess(
             "solana",
-            [sys.executable, "-m", "sandbox.solana", "--port", str(solana_port)],
+            [
+                sys.executable,
+                "-m",
+                "sandbox.solana",
+                "--port",
+                str(solana_port),
+                # Fast slots: the benchmarks measure our services, not the wait for finality.
+                "--slot-interval",
+                "0.1",
+                "--finality-depth",
+                "8",
+            ],
             {},
             solana_port,
             _quiet,

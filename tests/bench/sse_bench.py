@@ -1,0 +1,246 @@
+"""Live status fan-out: 10,000 SSE streams open at once on one notifier process.
+
+Each of `PAYMENTS` payments is watched by `STREAMS // PAYMENTS` streams (a browser tab each);
+then every payment changes status once (published as the payments service does: JetStream +
+KV) and each stream's receipt of it is timed against the moment its change was published.
+Baselines, measured in the same run on the same notifier: latency beside a single stream
+watching a single payment; memory beside the same notifier before any stream was opened.
+
+The clients are raw asyncio connections (one socket each, reading lines), so that the load
+generator stays light enough not to be what is measured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import resource
+import secrets
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from nats.aio.client import Client as NATS
+from solders.pubkey import Pubkey
+
+from axiom_payments.events import publish_status_changed
+from axiom_shared.nats import connect_nats
+from axiom_shared.schemas import ChangeSource, PaymentStatus, PaymentStatusChanged, PaymentView
+from axiom_shared.topology import ensure_topology
+from tests.bench.harness import Figure, Report
+from tests.bench.stack import BenchStack
+
+STREAMS = 10_000
+PAYMENTS = 1_000
+BASELINE_CHANGES = 200
+CONNECT_BATCH = 250
+#: Status changes published per second during the measurement (each reaches 10 streams).
+CHANGE_RATE = 200
+PATH = "/api/sse/payment-status/{payment_id}"
+
+
+def raise_open_files_limit(needed: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < needed:
+        target = hard if hard != resource.RLIM_INFINITY else needed
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < needed:
+        raise RuntimeError(f"need {needed} open files, the hard limit allows {soft}")
+
+
+def view(payment_id: str, status: PaymentStatus, version: int) -> PaymentView:
+    now = datetime.now(UTC)
+    key = str(Pubkey.new_unique())
+    return PaymentView(
+        payment_id=payment_id,
+        status=status,
+        order_id="axiomid-pro-monthly",
+        amount_lamports=100_000_000,
+        recipient=key,
+        reference=key,
+        expires_at=now + timedelta(minutes=15),
+        created_at=now,
+        updated_at=now,
+        version=version,
+    )
+
+
+async def publish(nc: NATS, payment_id: str, status: PaymentStatus, version: int) -> float:
+    """Publish one change; returns when publishing started (perf_counter)."""
+    started = time.perf_counter()
+    event = PaymentStatusChanged(
+        payment=view(payment_id, status, version),
+        previous_status=None,
+        source=ChangeSource.OPERATOR,
+    )
+    await publish_status_changed(nc.jetstream(), event)
+    return started
+
+
+class Stream:
+    """One raw SSE client: records when each event id arrives."""
+
+    def __init__(self, payment_id: str) -> None:
+        self.payment_id = payment_id
+        self.received: dict[int, float] = {}
+        self.first = asyncio.Event()
+        self.arrived = asyncio.Event()
+        self._writer: asyncio.StreamWriter | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def open(self, port: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        self._writer = writer
+        path = PATH.format(payment_id=self.payment_id)
+        writer.write(
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n".encode()
+        )
+        await writer.drain()
+        self._task = asyncio.create_task(self._read(reader))
+        await asyncio.wait_for(self.first.wait(), 30)
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        event_id: int | None = None
+        while line := await reader.readline():
+            if line.startswith(b"id: "):
+                event_id = int(line[4:])
+            elif line in (b"\r\n", b"\n") and event_id is not None:
+                self.received[event_id] = time.perf_counter()
+                event_id = None
+                self.first.set()
+                self.arrived.set()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                await self._task
+        if self._writer is not None:
+            self._writer.close()
+            with contextlib.suppress(ConnectionError):
+                await self._writer.wait_closed()
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process (Linux: VmRSS in /proc/<pid>/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+async def open_all(streams: list[Stream], port: int) -> None:
+    for start in range(0, len(streams), CONNECT_BATCH):
+        await asyncio.gather(*(s.open(port) for s in streams[start : start + CONNECT_BATCH]))
+
+
+async def run(stack: BenchStack, report: Report) -> None:
+    raise_open_files_limit(STREAMS + 1_000)
+    notifier = await stack.start_service(
+        "notifier",
+        SSE_MAX_STREAMS=str(STREAMS + 100),
+        SSE_MAX_STREAMS_PER_CLIENT=str(STREAMS + 100),
+    )
+    assert notifier.proc is not None
+    assert notifier.port is not None
+    pid, port = notifier.proc.pid, notifier.port
+    nc = await connect_nats(stack.nats.url, "sse-bench")
+    streams: list[Stream] = []
+    try:
+        await ensure_topology(nc, nc.jetstream())
+        await asyncio.sleep(1.0)  # the notifier's feed consumer exists (it reads new changes)
+        idle_rss = rss_mib(pid)
+
+        # Baseline: one stream on one payment, BASELINE_CHANGES changes one after the other.
+        single = Stream("bench_single_" + secrets.token_hex(4))
+        await publish(nc, single.payment_id, PaymentStatus.PENDING, 1)
+        await single.open(port)
+        single_latencies = []
+        for version in range(2, BASELINE_CHANGES + 2):
+            single.arrived.clear()
+            started = await publish(nc, single.payment_id, PaymentStatus.PENDING, version)
+            await asyncio.wait_for(single.arrived.wait(), 10)
+            single_latencies.append(single.received[version] - started)
+        await single.close()
+
+        # Load: STREAMS streams over PAYMENTS payments.
+        payment_ids = [f"bench_{i}_{secrets.token_hex(4)}" for i in range(PAYMENTS)]
+        for payment_id in payment_ids:
+            await publish(nc, payment_id, PaymentStatus.PENDING, 1)
+        per_payment = STREAMS // PAYMENTS
+        streams = [Stream(pid_) for pid_ in payment_ids for _ in range(per_payment)]
+        opened = time.perf_counter()
+        await open_all(streams, port)
+        open_seconds = time.perf_counter() - opened
+        loaded_rss = rss_mib(pid)
+
+        for stream in streams:
+            stream.arrived.clear()
+        # Paced, as changes happen in life (not one burst): CHANGE_RATE payments a second.
+        published: dict[str, float] = {}
+        begin = time.perf_counter()
+        for index, payment_id in enumerate(payment_ids):
+            delay = begin + index / CHANGE_RATE - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            published[payment_id] = await publish(nc, payment_id, PaymentStatus.VERIFIED, 2)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*(s.arrived.wait() for s in streams)), 60)
+        latencies = [s.received[2] - published[s.payment_id] for s in streams if 2 in s.received]
+        missing = len(streams) - len(latencies)
+    finally:
+        await asyncio.gather(*(s.close() for s in streams))
+        await nc.close()
+
+    notes = (
+        f"{len(streams)} streams over {PAYMENTS} payments, opened in {open_seconds:.1f} s; "
+        f"{CHANGE_RATE} changes/s ({CHANGE_RATE * per_payment} events/s); missing={missing}"
+    )
+    baseline = "1 stream, 1 payment (same notifier)"
+    for label, p in (("fan-out latency p50", 50), ("fan-out latency p99", 99)):
+        report.add(
+            Figure(
+                "SSE fan-out (10k streams)",
+                label,
+                percentile(latencies, p) * 1000 if latencies else float("nan"),
+                "ms",
+                baseline,
+                percentile(single_latencies, p) * 1000,
+                higher_is_better=False,
+                notes=notes,
+            )
+        )
+    report.add(
+        Figure(
+            "SSE fan-out (10k streams)",
+            "notifier RSS",
+            loaded_rss,
+            "MiB",
+            "same notifier, no stream open",
+            idle_rss,
+            higher_is_better=False,
+            notes=f"{(loaded_rss - idle_rss) * 1024 / max(len(streams), 1):.1f} KiB per stream",
+        )
+    )
+
+
+async def main() -> None:
+    """`python -m tests.bench.sse_bench`: this benchmark alone."""
+    from tests.bench.stack import bench_stack
+
+    report = Report()
+    async with bench_stack() as stack:
+        await run(stack, report)
+    print()
+    print(report.table())
+    report.write(Path("var") / "bench-sse.json")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
