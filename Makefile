@@ -10,7 +10,7 @@ PYPROJECTS := pyproject.toml shared/pyproject.toml $(wildcard services/*/pyproje
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test test-fast lint fmt bench clean
+.PHONY: help venv run demo test test-fast lint fmt bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -27,6 +27,9 @@ venv: $(STAMP) ## create .venv and install every package (done by the other targ
 
 run: $(STAMP) ## start the whole stack locally (reuses NATS/Redis when they answer); Ctrl-C stops it
 	$(PY) -m deploy.local.stack run
+
+demo: $(STAMP) ## with `make run` up: pay one order with a sandbox wallet, print the status timeline
+	$(PY) -m deploy.local.stack demo
 
 test: $(STAMP) ## run every test tier CI runs (unit, connected, e2e, browser, slow)
 	bash deploy/scripts/ensure-promtool.sh

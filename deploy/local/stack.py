@@ -13,16 +13,21 @@ import asyncio
 import contextlib
 import importlib.util
 import os
+import secrets
 import signal
 import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
+import aiohttp
+
 from axiom_amadeus_proxy.app import bookings_migrations
 from axiom_payments.app import payments_migrations
+from axiom_payments.settings import DEV_MERCHANT_WALLET
 from axiom_shared.db import open_database
 from axiom_shared.migrations import Migration, migrate
-from deploy.local.processes import SERVICES, ChildProcess, service_process
+from deploy.local.demo import run_demo
+from deploy.local.processes import PORT_VARS, SERVICES, ChildProcess, service_process
 from sandbox.infra import (
     ManagedServer,
     NatsServer,
@@ -103,9 +108,45 @@ async def migrate_all(env: dict[str, str]) -> None:
         say(f"{name} DB {url}: {len(applied)} migration(s) applied, schema current")
 
 
+def dev_secret(name: str) -> str:
+    """A secret for local runs only: generated once into var/, never printed."""
+    path = VAR / name
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+async def register_helius_webhook(env: dict[str, str], gateway_url: str) -> None:
+    """Point the Solana sandbox's Helius-style webhooks at our gateway, as one would in the
+    Helius dashboard, watching the merchant wallet."""
+    merchant = env.get("MERCHANT_WALLET") or DEV_MERCHANT_WALLET
+    body = {
+        "webhookURL": gateway_url + "/api/webhooks/helius",
+        "accountAddresses": [merchant],
+        "webhookType": "enhanced",
+        "authHeader": env["HELIUS_WEBHOOK_SECRET"],
+    }
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(env["SOLANA_RPC_URL"].rstrip("/") + "/v0/webhooks", json=body) as resp,
+    ):
+        if resp.status >= 300:
+            say(f"could not register the Helius webhook on the sandbox: HTTP {resp.status}")
+            return
+    say("sandbox Helius webhook → gateway /api/webhooks/helius (merchant wallet watched)")
+
+
 async def run_stack() -> int:
     VAR.mkdir(exist_ok=True)
     env = {key: os.environ.get(key, value) for key, value in DEFAULTS.items()}
+    env["HELIUS_WEBHOOK_SECRET"] = os.environ.get("HELIUS_WEBHOOK_SECRET") or dev_secret(
+        "helius-webhook-secret"
+    )
+    notifier_port = os.environ.get(PORT_VARS["notifier"]) or str(SERVICES["notifier"][1])
+    env.setdefault(
+        "NOTIFIER_URL", os.environ.get("NOTIFIER_URL", f"http://127.0.0.1:{notifier_port}")
+    )
     servers = ensure_infra(env)
     children: list[ChildProcess] = []
     stop = asyncio.Event()
@@ -135,6 +176,9 @@ async def run_stack() -> int:
             await child.start()
             children.append(child)
         await asyncio.gather(*(c.wait_healthy(30) for c in children))
+        gateway = next(c for c in children if c.name == "gateway")
+        if any(c.name == "solana-sandbox" for c in children):
+            await register_helius_webhook(env, gateway.base_url)
         _print_summary(env, children)
         watchers = [asyncio.create_task(c.wait()) for c in children]
         stopper = asyncio.create_task(stop.wait())
@@ -163,11 +207,13 @@ def _print_summary(env: dict[str, str], children: list[ChildProcess]) -> None:
     lines = ["", "AxiomID payments is up:"]
     lines.append(f"  checkout          {gateway.base_url}/")
     for child in children:
-        lines.append(f"  {child.name:<17} {child.base_url}  (/healthz /readyz /metrics)")
+        routes = "" if child.any_http_answer else "  (/healthz /readyz /metrics)"
+        lines.append(f"  {child.name:<17} {child.base_url}{routes}")
     lines.append(f"  NATS              {env['NATS_URL']}")
     lines.append(f"  Redis             {env['REDIS_URL']}")
     lines.append(f"  payments DB       {env['TURSO_DB_URL']}")
     lines.append(f"  bookings DB       {env['BOOKINGS_DB_URL']}")
+    lines.append("`make demo` in another terminal pays one order end to end.")
     lines.append("Ctrl-C stops everything this command started.")
     for line in lines:
         say(line)
@@ -175,9 +221,11 @@ def _print_summary(env: dict[str, str], children: list[ChildProcess]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deploy.local.stack")
-    parser.add_argument("command", choices=["run"])
-    parser.parse_args(argv)
+    parser.add_argument("command", choices=["run", "demo"])
+    args = parser.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
+        if args.command == "demo":
+            return asyncio.run(run_demo())
         return asyncio.run(run_stack())
     return 130
 
