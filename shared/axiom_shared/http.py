@@ -25,6 +25,8 @@ T = TypeVar("T", bound=BaseModel)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 DEFAULT_MAX_BODY = 64 * 1024
+#: Probes and scrapes: frequent and uninteresting, not logged.
+_QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
 
 _HTTP_CODES = {
     400: "bad_request",
@@ -100,9 +102,19 @@ def http_middlewares(service: str) -> list[Callable[..., Awaitable[web.StreamRes
                 response.headers[CORRELATION_HEADER] = cid
             return response
         finally:
+            elapsed = time.perf_counter() - started
             HTTP_REQUEST_SECONDS.labels(
                 service=service, route=route, method=request.method, status=str(status)
-            ).observe(time.perf_counter() - started)
+            ).observe(elapsed)
+            if route not in _QUIET_ROUTES:
+                # The path without its query string: a query may carry a credential (hmac=).
+                log.info(
+                    "request",
+                    method=request.method,
+                    path=request.path[:200],
+                    status=status,
+                    ms=round(elapsed * 1000, 1),
+                )
             unbind_correlation_id()
 
     return [observe]

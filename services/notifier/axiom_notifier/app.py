@@ -39,7 +39,14 @@ def create_app(settings: NotifierSettings) -> web.Application:
         app[status_kv_key] = await bus.js.key_value(PAYMENT_STATUS_BUCKET)
 
         async def on_status(event: PaymentStatusChanged, _msg: Msg) -> None:
-            hub.publish(event)
+            watchers = hub.publish(event)
+            log.info(
+                "status change fanned out",
+                payment_id=event.payment.payment_id,
+                status=event.payment.status.value,
+                version=event.payment.version,
+                streams=watchers,
+            )
 
         consumer = JetStreamConsumer(
             bus.nc,

@@ -100,7 +100,9 @@ def create_app(settings: PaymentsSettings) -> web.Application:
             row = await store.get_payment(db, request.payment_id)
             if row is None:
                 raise not_found("payment")
-            return GetPaymentResult(payment=store.to_view(row))
+            return GetPaymentResult(
+                payment=store.to_view(row), correlation_id=row["correlation_id"]
+            )
 
         async def get_catalog(_request: GetCatalogInput) -> GetCatalogResult:
             return GetCatalogResult(items=app[catalog_key].items)
@@ -111,7 +113,12 @@ def create_app(settings: PaymentsSettings) -> web.Application:
         async def match_payments(request: MatchPaymentsInput) -> MatchPaymentsResult:
             since = datetime.now(UTC) - timedelta(seconds=settings.expired_lookback_seconds)
             rows = await store.open_payments_by_reference(db, list(request.references), since)
-            return MatchPaymentsResult(payments=[store.to_view(row) for row in rows])
+            return MatchPaymentsResult(
+                payments=[store.to_view(row) for row in rows],
+                correlation_ids={
+                    row["public_id"]: row["correlation_id"] for row in rows if row["correlation_id"]
+                },
+            )
 
         lifecycle = Lifecycle(db=db, relay=relay, catalog=app[catalog_key])
         verdicts = JetStreamConsumer(

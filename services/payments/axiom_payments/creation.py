@@ -23,7 +23,7 @@ from axiom_payments.outbox import OutboxRelay, outbox_insert
 from axiom_payments.solana_pay import transfer_transaction, transfer_url
 from axiom_shared.db import Database, IntegrityError
 from axiom_shared.errors import ApiError, ErrorDetail, not_found, unavailable
-from axiom_shared.logging import get_logger
+from axiom_shared.logging import current_correlation_id, get_logger
 from axiom_shared.schemas import (
     ChangeSource,
     CreatePaymentInput,
@@ -103,7 +103,7 @@ class Creator:
         created = PaymentStatusChanged(
             payment=view, previous_status=None, source=ChangeSource.CREATION
         )
-        statements = [store.insert_payment(view, request.user_id)]
+        statements = [store.insert_payment(view, request.user_id, current_correlation_id())]
         if request.idempotency_key:
             statements.append(
                 store.insert_idempotency_record(
@@ -116,6 +116,18 @@ class Creator:
                 )
             )
         statements.append(outbox_insert(status_event(created)))
+        statements.append(
+            store.audit_insert(
+                public_id,
+                None,
+                PaymentStatus.PENDING.value,
+                1,
+                None,
+                ChangeSource.CREATION.value,
+                current_correlation_id(),
+                now,
+            )
+        )
         try:
             # The payment, its idempotency record and its first status event: all or nothing.
             await self.db.batch(statements)

@@ -25,7 +25,7 @@ from axiom_payments.catalog import Catalog
 from axiom_payments.events import provisioned_event, status_event
 from axiom_payments.outbox import OutboxRelay, outbox_insert
 from axiom_shared.db import Database, IntegrityError, Statement
-from axiom_shared.logging import get_logger
+from axiom_shared.logging import current_correlation_id, get_logger
 from axiom_shared.metrics import PAYMENT_OUTCOMES, WEBHOOK_DELAY_SECONDS
 from axiom_shared.nats import PermanentError
 from axiom_shared.schemas import (
@@ -108,6 +108,20 @@ class Lifecycle:
             ]
             statements += [guarded(s) for s in (extra(row, view, now) if extra else [])]
             statements.append(guarded(outbox_insert(status_event(event))))
+            statements.append(
+                guarded(
+                    store.audit_insert(
+                        public_id,
+                        row["status"],
+                        to.value,
+                        version + 1,
+                        reason,
+                        source.value,
+                        current_correlation_id(),
+                        now,
+                    )
+                )
+            )
             results = await self.db.batch(statements)
             if results[0].rows_affected == 1:
                 self.relay.kick()

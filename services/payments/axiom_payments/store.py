@@ -17,6 +17,7 @@ def iso(moment: datetime) -> str:
 _COLUMNS = (
     "id, public_id, order_id, user_id, reference_key, amount_lamports, received_lamports,"
     " recipient, status, tx_signature, expected_signature, failure_reason, last_check, version,"
+    " correlation_id,"
     " expires_at, finalized_at, created_at, updated_at"
 )
 
@@ -42,11 +43,11 @@ def to_view(row: dict[str, Any]) -> PaymentView:
     )
 
 
-def insert_payment(view: PaymentView, user_id: str) -> Statement:
+def insert_payment(view: PaymentView, user_id: str, correlation_id: str | None) -> Statement:
     return (
         "INSERT INTO payments (public_id, order_id, user_id, reference_key, amount_lamports,"
-        " recipient, status, expected_signature, version, expires_at, created_at, updated_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " recipient, status, expected_signature, version, expires_at, created_at, updated_at,"
+        " correlation_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
             view.payment_id,
             view.order_id,
@@ -60,6 +61,7 @@ def insert_payment(view: PaymentView, user_id: str) -> Statement:
             iso(view.expires_at),
             iso(view.created_at),
             iso(view.updated_at),
+            correlation_id,
         ],
     )
 
@@ -108,3 +110,31 @@ async def public_ids(db: Database, where: str, args: list[Any], limit: int) -> l
         [*args, limit],
     )
     return [str(r["public_id"]) for r in rows]
+
+
+def audit_insert(
+    public_id: str,
+    from_status: str | None,
+    to_status: str,
+    version: int,
+    reason: str | None,
+    source: str,
+    correlation_id: str | None,
+    at: datetime,
+) -> Statement:
+    """One row of the audit trail; put it in the same batch as the change it records."""
+    return (
+        "INSERT INTO payment_events (payment_id, from_status, to_status, version, reason,"
+        " source, correlation_id, created_at)"
+        " VALUES ((SELECT id FROM payments WHERE public_id = ?), ?, ?, ?, ?, ?, ?, ?)",
+        [public_id, from_status, to_status, version, reason, source, correlation_id, iso(at)],
+    )
+
+
+async def audit_trail(db: Database, public_id: str) -> list[dict[str, Any]]:
+    return await db.fetch_all(
+        "SELECT e.from_status, e.to_status, e.version, e.reason, e.source, e.correlation_id,"
+        " e.created_at FROM payment_events e JOIN payments p ON p.id = e.payment_id"
+        " WHERE p.public_id = ? ORDER BY e.id",
+        [public_id],
+    )

@@ -21,7 +21,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from axiom_shared.errors import ApiError
-from axiom_shared.logging import get_logger
+from axiom_shared.logging import bind_correlation_id, current_correlation_id, get_logger
 from axiom_shared.metrics import VERIFICATION_SECONDS
 from axiom_shared.nats import PermanentError, publish_event, request
 from axiom_shared.schemas import (
@@ -75,7 +75,9 @@ class Verifier:
         started = time.perf_counter()
         last_try = msg.metadata.num_delivered >= VERIFIER_CANDIDATES.max_deliver
         arrived = msg.metadata.timestamp
-        payment = await self._payment(candidate.payment_id)
+        payment, payment_cid = await self._payment(candidate.payment_id)
+        # From here the work is the payment's: log and publish under its correlation id.
+        bind_correlation_id(payment_cid or current_correlation_id())
         if payment.status in FINAL_STATUSES:
             return
         if candidate.signature is not None:
@@ -115,8 +117,12 @@ class Verifier:
             MatchPaymentsResult,
             timeout=self._timeout,
         )
+        webhook_cid = current_correlation_id()
         for payment in matches.payments:
+            # The webhook names a transaction; the work is each payment's own.
+            bind_correlation_id(matches.correlation_ids.get(payment.payment_id) or webhook_cid)
             await self._judge(payment, tx, ChangeSource.WEBHOOK, item.received_at)
+        bind_correlation_id(webhook_cid)
         VERIFICATION_SECONDS.labels(source="webhook").observe(time.perf_counter() - started)
 
     async def _scan(self, payment: PaymentView, source: ChangeSource, arrived: datetime) -> None:
@@ -159,7 +165,7 @@ class Verifier:
             candidate_at=arrived,
         )
 
-    async def _payment(self, payment_id: str) -> PaymentView:
+    async def _payment(self, payment_id: str) -> tuple[PaymentView, str | None]:
         try:
             result = await request(
                 self._nc,
@@ -172,7 +178,7 @@ class Verifier:
             if err.status == 404:
                 raise PermanentError(f"no payment {payment_id}") from None
             raise
-        return result.payment
+        return result.payment, result.correlation_id
 
     async def _publish(
         self,

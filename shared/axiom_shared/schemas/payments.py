@@ -88,6 +88,9 @@ class GetPaymentInput(Message):
 class GetPaymentResult(Message):
     SCHEMA: ClassVar[str] = "payments.get.result/1"
     payment: PaymentView
+    #: The correlation id of the request that created the payment: work done later for this
+    #: payment (verification, provisioning) logs under it, so one id follows a payment.
+    correlation_id: str | None = None
 
 
 OrderId = str
@@ -208,3 +211,5 @@ class MatchPaymentsInput(Message):
 class MatchPaymentsResult(Message):
     SCHEMA: ClassVar[str] = "payments.match.result/1"
     payments: list[PaymentView]
+    #: payment id → the correlation id it was created under (see GetPaymentResult).
+    correlation_ids: dict[str, str] = {}

@@ -1,0 +1,225 @@
+"""`axiom-ops`: the operator's CLI. It reads the same environment as the payments service
+(TURSO_DB_URL, NATS_URL, ...) and every action it takes is itself written to the audit trail
+(`operator_actions`; a status change also lands in `payment_events` with source `operator`).
+
+    axiom-ops payments list [--status pending] [--limit 50]
+    axiom-ops payments show PAYMENT_ID            # the payment and its whole audit trail
+    axiom-ops payments reverify PAYMENT_ID [--signature SIG]
+    axiom-ops payments expire PAYMENT_ID          # pending → expired, by hand
+    axiom-ops dlq list [--limit 50]
+    axiom-ops dlq replay [--consumer NAME] [--limit 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from nats.js.errors import NotFoundError
+
+from axiom_payments import store
+from axiom_payments.app import payments_migrations
+from axiom_payments.catalog import load_catalog
+from axiom_payments.lifecycle import Lifecycle
+from axiom_payments.outbox import OutboxRelay
+from axiom_payments.settings import PaymentsSettings
+from axiom_shared.db import Database, open_database
+from axiom_shared.logging import bind_correlation_id, configure_logging, current_correlation_id
+from axiom_shared.migrations import migrate
+from axiom_shared.nats import MSG_ID_HEADER, connect_nats, publish_event
+from axiom_shared.schemas import ChangeSource, PaymentStatus, VerificationRequested
+from axiom_shared.settings import secret_value
+from axiom_shared.topology import DEAD_LETTERS, VERIFY_CANDIDATE_SUBJECT, ensure_topology
+
+ORIGINAL_SUBJECT = "Axiom-Original-Subject"
+REASON = "Axiom-Dead-Letter-Reason"
+
+
+def out(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+async def record(db: Database, action: str, target: str | None, details: dict[str, Any]) -> None:
+    await db.execute(
+        "INSERT INTO operator_actions (action, target, details, actor, correlation_id,"
+        " created_at) VALUES (?, ?, ?, ?, ?, ?)",
+        [
+            action,
+            target,
+            json.dumps(details, default=str),
+            getpass.getuser(),
+            current_correlation_id(),
+            store.iso(datetime.now(UTC)),
+        ],
+    )
+
+
+async def run(args: argparse.Namespace, settings: PaymentsSettings) -> int:
+    bind_correlation_id(None)
+    db = await open_database(settings.turso_db_url, secret_value(settings.turso_db_auth_token))
+    try:
+        await migrate(db, payments_migrations())
+        if args.area == "payments":
+            return await payments_command(args, settings, db)
+        return await dlq_command(args, settings, db)
+    finally:
+        await db.close()
+
+
+async def payments_command(
+    args: argparse.Namespace, settings: PaymentsSettings, db: Database
+) -> int:
+    if args.command == "list":
+        where, params = ("status = ?", [args.status]) if args.status else ("1 = 1", [])
+        ids = await store.public_ids(db, where, params, args.limit)
+        rows = [await store.get_payment(db, pid) for pid in ids]
+        out([store.to_view(r).model_dump(mode="json") for r in rows if r is not None])
+        return 0
+    row = await store.get_payment(db, args.payment_id)
+    if row is None:
+        sys.stderr.write(f"no payment {args.payment_id}\n")
+        return 2
+    if args.command == "show":
+        out(
+            {
+                "payment": store.to_view(row).model_dump(mode="json"),
+                "user_id": row["user_id"],
+                "audit_trail": await store.audit_trail(db, args.payment_id),
+            }
+        )
+        await record(db, "payments.show", args.payment_id, {})
+        return 0
+    nc = await connect_nats(settings.nats_url, "axiom-ops")
+    try:
+        js = nc.jetstream()
+        await ensure_topology(nc, js, settings.nats_stream_replicas)
+        if args.command == "reverify":
+            await publish_event(
+                js,
+                VERIFY_CANDIDATE_SUBJECT.format(source="operator", payment_id=args.payment_id),
+                VerificationRequested(
+                    source=ChangeSource.OPERATOR,
+                    payment_id=args.payment_id,
+                    signature=args.signature,
+                ),
+            )
+            await record(db, "payments.reverify", args.payment_id, {"signature": args.signature})
+            out({"queued": True, "payment_id": args.payment_id})
+            return 0
+        # expire
+        relay = OutboxRelay(db, js)
+        lifecycle = Lifecycle(db=db, relay=relay, catalog=load_catalog(settings.catalog_path))
+        view = await lifecycle.transition(
+            args.payment_id,
+            allowed=frozenset({PaymentStatus.PENDING}),
+            to=PaymentStatus.EXPIRED,
+            source=ChangeSource.OPERATOR,
+            reason="expired by an operator",
+        )
+        await record(db, "payments.expire", args.payment_id, {"changed": view is not None})
+        await relay.flush()
+        if view is None:
+            sys.stderr.write(f"{args.payment_id} is {row['status']}, not pending: unchanged\n")
+            return 1
+        out(view.model_dump(mode="json"))
+        return 0
+    finally:
+        await nc.close()
+
+
+async def dlq_command(args: argparse.Namespace, settings: PaymentsSettings, db: Database) -> int:
+    nc = await connect_nats(settings.nats_url, "axiom-ops")
+    try:
+        js = nc.jetstream()
+        await ensure_topology(nc, js, settings.nats_stream_replicas)
+        info = await js.stream_info(DEAD_LETTERS.name)
+        first, last = info.state.first_seq, info.state.last_seq
+        letters: list[dict[str, Any]] = []
+        seq = first
+        while seq <= last and len(letters) < args.limit:
+            try:
+                msg = await js.get_msg(DEAD_LETTERS.name, seq)
+            except NotFoundError:
+                seq += 1
+                continue
+            headers = msg.headers or {}
+            if not args.consumer or (msg.subject or "").endswith("." + args.consumer):
+                letters.append(
+                    {
+                        "seq": seq,
+                        "subject": msg.subject,
+                        "original_subject": headers.get(ORIGINAL_SUBJECT),
+                        "reason": headers.get(REASON),
+                        "data": msg.data,
+                        "headers": headers,
+                    }
+                )
+            seq += 1
+        if args.command == "list":
+            out(
+                [
+                    {k: v for k, v in letter.items() if k not in ("data", "headers")}
+                    | {"bytes": len(letter["data"] or b"")}
+                    for letter in letters
+                ]
+            )
+            return 0
+        replayed = 0
+        for letter in letters:
+            original = letter["original_subject"]
+            if not original:
+                continue
+            headers = {k: v for k, v in letter["headers"].items() if not k.startswith("Axiom-")}
+            # A new msg id: the original one may still be in the duplicate window.
+            headers[MSG_ID_HEADER] = f"replay:{DEAD_LETTERS.name}:{letter['seq']}"
+            await js.publish(original, letter["data"] or b"", headers=headers)
+            await js.delete_msg(DEAD_LETTERS.name, letter["seq"])
+            await record(
+                db,
+                "dlq.replay",
+                original,
+                {"dead_letter_seq": letter["seq"], "reason": letter["reason"]},
+            )
+            replayed += 1
+        out({"replayed": replayed})
+        return 0
+    finally:
+        await nc.close()
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="axiom-ops", description=__doc__.split("\n\n")[0])
+    areas = top.add_subparsers(dest="area", required=True)
+    payments = areas.add_parser("payments", help="list, show, re-verify or expire payments")
+    commands = payments.add_subparsers(dest="command", required=True)
+    listing = commands.add_parser("list")
+    listing.add_argument("--status", choices=[s.value for s in PaymentStatus])
+    listing.add_argument("--limit", type=int, default=50)
+    for name in ("show", "expire"):
+        commands.add_parser(name).add_argument("payment_id")
+    reverify = commands.add_parser("reverify")
+    reverify.add_argument("payment_id")
+    reverify.add_argument("--signature")
+    dlq = areas.add_parser("dlq", help="dead letters: list or replay")
+    dlq_commands = dlq.add_subparsers(dest="command", required=True)
+    for name in ("list", "replay"):
+        command = dlq_commands.add_parser(name)
+        command.add_argument("--consumer", help="only this consumer's dead letters")
+        command.add_argument("--limit", type=int, default=50)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    settings = PaymentsSettings.load()
+    configure_logging("axiom-ops", "WARNING", json=True)
+    return asyncio.run(run(args, settings))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
