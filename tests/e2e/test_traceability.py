@@ -136,10 +136,7 @@ async def test_one_id_follows_a_payment_and_no_secret_is_logged(
         assert any(r.get("correlation_id") == trace for r in logs[name]), name
     # ...and every line that names the payment carries it.
     about_payment = [
-        (name, r)
-        for name, rs in logs.items()
-        for r in rs
-        if r.get("payment_id") == payment_id
+        (name, r) for name, rs in logs.items() for r in rs if r.get("payment_id") == payment_id
     ]
     assert {name for name, _ in about_payment} >= {"payments", "verifier", "notifier"}
     assert all(r.get("correlation_id") == trace for _, r in about_payment), [
