@@ -25,6 +25,7 @@ from redis.asyncio import Redis
 
 from axiom_shared.errors import ApiError
 from axiom_shared.logging import get_logger
+from axiom_shared.metrics import TOKEN_CACHE
 
 log = get_logger(__name__)
 
@@ -73,7 +74,9 @@ class TokenCache:
         """A valid token: the cached one, or a fresh one (fetched by one caller only)."""
         cached = await self._redis.get(self._key)
         if cached:
+            TOKEN_CACHE.labels(upstream="amadeus", result="hit").inc()
             return _text(cached)
+        TOKEN_CACHE.labels(upstream="amadeus", result="miss").inc()
         if self._refresh is None or self._refresh.done():
             self._refresh = asyncio.create_task(self._refresh_once(), name="amadeus-token")
             # Its outcome is read by the waiters; this only keeps an unread failure quiet.
@@ -85,6 +88,7 @@ class TokenCache:
         """Forget the cached token if it is the one Amadeus refused; True if it was."""
         deleted = await self._compare_and_delete(keys=[self._key], args=[failed_token])
         if deleted:
+            TOKEN_CACHE.labels(upstream="amadeus", result="invalidated").inc()
             log.info("amadeus token invalidated after 401")
         return bool(deleted)
 
@@ -122,6 +126,7 @@ class TokenCache:
             ttl = issued.expires_in / 2
         ttl_ms = max(1, int(ttl * 1000))
         await self._redis.set(self._key, issued.access_token, px=ttl_ms)
+        TOKEN_CACHE.labels(upstream="amadeus", result="refresh").inc()
         log.info("amadeus token refreshed", cached_for_s=round(ttl_ms / 1000, 3))
         return issued.access_token
 
