@@ -1,0 +1,228 @@
+"""The fault suite: 300 payments in flight while, in turn, every service is SIGKILLed and
+restarted, NATS restarts (JetStream on disk), Redis restarts, the RPC turns slow (5 s) and
+unreliable (30% failures), and webhooks are dropped, duplicated x5 and reordered throughout.
+
+Checked at the end, from the DB and the chain: every paid payment provisioned exactly once,
+nothing unpaid provisioned, no entitlement without a finalized transaction that pays it, and
+clients only ever saw 2xx, 4xx or 503 (never a 500) while it all happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from functools import partial
+from pathlib import Path
+
+import aiohttp
+import pytest
+from solana.rpc.async_api import AsyncClient
+from solana.rpc.commitment import Finalized
+from solders.keypair import Keypair
+from solders.pubkey import Pubkey
+from solders.signature import Signature
+
+from axiom_payments.settings import DEV_MERCHANT_WALLET
+from axiom_shared.db import open_database
+from deploy.local.processes import SERVICES, ChildProcess, service_process
+from sandbox.infra import NatsServer, RedisServer, free_port
+from tests.fixtures.solana import SolanaSandbox, airdrop, transfer_tx
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+PAID = 300
+UNPAID = 20
+PRICE = 100_000_000
+SECRET = "fault-suite-helius-secret"
+
+
+def _quiet(_name: str, _line: str) -> None:
+    pass
+
+
+@pytest.mark.timeout(600)
+async def test_300_payments_survive_every_fault(
+    own_nats: NatsServer, solana_sandbox: SolanaSandbox, tmp_path: Path
+) -> None:
+    redis = RedisServer()
+    redis.start()
+    db_url = f"file:{tmp_path / 'payments.db'}"
+    env = {
+        "NATS_URL": own_nats.url,
+        "REDIS_URL": redis.url,
+        "TURSO_DB_URL": db_url,
+        "BOOKINGS_DB_URL": f"file:{tmp_path / 'bookings.db'}",
+        "SOLANA_RPC_URL": solana_sandbox.rpc_url,
+        "SOLANA_RPC_TIMEOUT": "2",
+        "HELIUS_WEBHOOK_SECRET": SECRET,
+        "RECONCILE_INTERVAL_SECONDS": "1",
+        "RETRY_DELAY_SCALE": "0.1",
+        "LOG_LEVEL": "WARNING",
+    }
+    ports = {name: free_port() for name in SERVICES}
+    env["NOTIFIER_URL"] = f"http://127.0.0.1:{ports['notifier']}"
+
+    def spawn(name: str) -> ChildProcess:
+        return service_process(name, env, port=ports[name], sink=_quiet)
+
+    children = {name: spawn(name) for name in SERVICES}
+    statuses: Counter[int] = Counter()
+    stop_clients = asyncio.Event()
+    try:
+        for child in children.values():
+            await child.start()
+        await asyncio.gather(*(c.wait_healthy(30) for c in children.values()))
+        gateway = children["gateway"].base_url
+        await solana_sandbox.admin.register_webhook(
+            gateway + "/api/webhooks/helius", [DEV_MERCHANT_WALLET], auth_header=SECRET
+        )
+        await solana_sandbox.admin.set_faults(
+            webhook_drop_probability=0.3, webhook_duplicate=5, webhook_reorder=True, seed=7
+        )
+        payers = [Keypair() for _ in range(6)]
+        for payer in payers:
+            await airdrop(solana_sandbox, str(payer.pubkey()), 10_000_000_000)
+
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+
+            async def create() -> dict[str, str]:
+                # A client retries a 503 (a dependency restarting), as it is told to.
+                while True:
+                    try:
+                        async with http.post(
+                            gateway + "/api/pay/req/axiomid-pro-monthly", json={}
+                        ) as resp:
+                            statuses[resp.status] += 1
+                            if resp.status == 200:
+                                body: dict[str, str] = await resp.json()
+                                return body
+                    except (aiohttp.ClientError, TimeoutError):
+                        statuses[0] += 1  # connection refused while the gateway restarts
+                    await asyncio.sleep(0.2)
+
+            created = await asyncio.gather(*(create() for _ in range(PAID + UNPAID)))
+            paid, unpaid = created[:PAID], created[PAID:]
+
+            async def clients() -> None:
+                """Browsers polling check-status throughout: what do they ever see?"""
+                while not stop_clients.is_set():
+                    payment = random.choice(created)
+                    try:
+                        async with http.get(
+                            f"{gateway}/api/pay/check-status/{payment['payment_id']}"
+                        ) as resp:
+                            statuses[resp.status] += 1
+                    except (aiohttp.ClientError, TimeoutError):
+                        statuses[0] += 1
+                    await asyncio.sleep(0.02)
+
+            pollers = [asyncio.create_task(clients()) for _ in range(4)]
+
+            async with AsyncClient(solana_sandbox.rpc_url) as rpc:
+
+                async def pay(index: int, payment: dict[str, str]) -> None:
+                    blockhash = (await rpc.get_latest_blockhash(Finalized)).value.blockhash
+                    tx = transfer_tx(
+                        payers[index % len(payers)],
+                        Pubkey.from_string(DEV_MERCHANT_WALLET),
+                        PRICE,
+                        blockhash,
+                        references=(Pubkey.from_string(payment["reference"]),),
+                    )
+                    await rpc.send_transaction(tx)
+
+                async def restart(name: str) -> None:
+                    children[name].kill()
+                    await children[name].wait()
+                    children[name] = spawn(name)
+                    await children[name].start()
+                    await children[name].wait_healthy(30)
+
+                async def slow_and_failing_rpc() -> None:
+                    # Verification of the batch just paid waits; it never guesses.
+                    await solana_sandbox.admin.set_faults(
+                        rpc_latency_seconds=5.0, rpc_failure_probability=0.3, seed=11
+                    )
+                    await asyncio.sleep(8)
+                    await solana_sandbox.admin.set_faults(
+                        rpc_latency_seconds=0.0, rpc_failure_probability=0.0
+                    )
+
+                faults: list[Callable[[], Awaitable[object]]] = [
+                    partial(restart, "gateway"),
+                    partial(restart, "payments"),
+                    partial(restart, "verifier"),
+                    partial(restart, "notifier"),
+                    partial(restart, "amadeus-proxy"),
+                    partial(asyncio.to_thread, own_nats.restart),
+                    partial(asyncio.to_thread, redis.restart),
+                    slow_and_failing_rpc,
+                ]
+                batch = -(-PAID // len(faults))
+                for index, fault in enumerate(faults):
+                    chunk = paid[index * batch : (index + 1) * batch]
+                    await asyncio.gather(*(pay(index * batch + i, p) for i, p in enumerate(chunk)))
+                    await fault()
+                    await asyncio.sleep(0.3)
+
+            db = await open_database(db_url)
+            try:
+                deadline = time.monotonic() + 180
+                while time.monotonic() < deadline:
+                    row = await db.fetch_one(
+                        "SELECT count(*) AS n FROM payments WHERE status = 'provisioned'"
+                    )
+                    assert row is not None
+                    if row["n"] >= PAID:
+                        break
+                    await asyncio.sleep(1.0)
+                stop_clients.set()
+                await asyncio.gather(*pollers)
+
+                # Every paid payment provisioned exactly once.
+                paid_ids = [p["payment_id"] for p in paid]
+                marks = ", ".join("?" for _ in paid_ids)
+                rows = await db.fetch_all(
+                    f"SELECT public_id, status, tx_signature, reference_key, received_lamports"  # noqa: S608
+                    f" FROM payments WHERE public_id IN ({marks})",
+                    paid_ids,
+                )
+                assert Counter(r["status"] for r in rows) == {"provisioned": PAID}
+                grants = await db.fetch_one(
+                    "SELECT count(*) AS n, count(DISTINCT payment_id) AS d FROM entitlements"
+                )
+                assert grants == {"n": PAID, "d": PAID}
+                # Nothing unpaid provisioned.
+                unpaid_ids = [p["payment_id"] for p in unpaid]
+                marks = ", ".join("?" for _ in unpaid_ids)
+                left = await db.fetch_all(
+                    f"SELECT status FROM payments WHERE public_id IN ({marks})",  # noqa: S608
+                    unpaid_ids,
+                )
+                assert {r["status"] for r in left} <= {"pending", "expired"}
+                # No entitlement without a finalized transaction that pays it.
+                async with AsyncClient(solana_sandbox.rpc_url) as rpc:
+                    for row in rows:
+                        found = await rpc.get_transaction(
+                            Signature.from_string(row["tx_signature"]),
+                            commitment=Finalized,
+                            max_supported_transaction_version=0,
+                        )
+                        assert found.value is not None, row
+                        meta = found.value.transaction.meta
+                        assert meta is not None
+                        assert meta.err is None
+                        assert int(row["received_lamports"]) >= PRICE
+            finally:
+                await db.close()
+    finally:
+        stop_clients.set()
+        for child in children.values():
+            await child.terminate(10)
+        redis.cleanup()
+    print(f"\nclient answers during the faults: {dict(sorted(statuses.items()))}")
+    assert statuses[500] == 0
+    assert set(statuses) <= {0, 200, 202, 404, 429, 503}, statuses
