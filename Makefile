@@ -11,6 +11,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help venv run demo test test-fast lint fmt bench clean
+.PHONY: backup restore migrate migrate-down
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -51,6 +52,21 @@ fmt: $(STAMP) ## apply ruff format and the safe ruff fixes
 
 bench: $(STAMP) ## benchmarks, each beside a baseline measured in the same run (var/bench.json)
 	$(PY) -m tests.bench
+
+DB ?= all
+backup: $(STAMP) ## online backup of the payments and bookings DBs to var/backups/<time>/ [DB=payments|bookings]
+	$(PY) -m deploy.local.dbtool backup --db $(DB)
+
+restore: $(STAMP) ## restore BACKUP=<dir> (stop the stack first; FORCE=1 skips the in-use check) [DB=...]
+	@test -n "$(BACKUP)" || { echo "usage: make restore BACKUP=var/backups/<time> [DB=payments|bookings] [FORCE=1]"; exit 2; }
+	$(PY) -m deploy.local.dbtool restore "$(BACKUP)" --db $(DB) $(if $(FORCE),--force)
+
+migrate: $(STAMP) ## apply pending migrations to both DBs [DB=payments|bookings]
+	$(PY) -m deploy.local.dbtool migrate --db $(DB)
+
+migrate-down: $(STAMP) ## revert migrations, backup first [DB=...] [TARGET=N, default one step] [ALLOW_DATA_LOSS=1]
+	$(PY) -m deploy.local.dbtool migrate-down --db $(DB) $(if $(TARGET),--target $(TARGET)) \
+		$(if $(ALLOW_DATA_LOSS),--allow-data-loss)
 
 clean: ## remove the virtual environment and local state
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

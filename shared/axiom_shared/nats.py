@@ -82,7 +82,9 @@ async def connect_nats(
         ping_interval=5,
         max_outstanding_pings=2,
     )
-    log.info("nats connected", server=str(nc.connected_url.netloc if nc.connected_url else ""))
+    # Host and port only: the URL's user:password@ (NATS credentials) must never be logged.
+    where = nc.connected_url
+    log.info("nats connected", server=f"{where.hostname}:{where.port}" if where else "")
     return nc
 
 

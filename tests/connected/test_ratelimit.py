@@ -270,6 +270,35 @@ async def test_admin_token_bypasses_and_a_wrong_one_does_not(
     assert delta(before) == {"bypassed": 7, "allowed": 3, "limited": 6}
 
 
+async def test_admin_token_rotation_accepts_both_tokens_and_nothing_else(
+    redis_server: RedisServer, replicas: Replicas, http: aiohttp.ClientSession
+) -> None:
+    next_token = "test-admin-token-next-8d2e41"
+    settings = limiter_settings(
+        redis_server.url,
+        limit=1,
+        window=10,
+        admin_token=SecretStr(ADMIN_TOKEN),
+        admin_token_next=SecretStr(next_token),
+    )
+    (app,) = await replicas(settings)
+    before = snapshot()
+    for token in (ADMIN_TOKEN, next_token, ADMIN_TOKEN, next_token):
+        assert (await get(http, app, X_Admin_Token=token))[0] == 200
+    assert (await get(http, app))[0] == 200  # the one counted request of the budget
+    for wrong in ("wrong", next_token[:-1], ADMIN_TOKEN + next_token, next_token.upper()):
+        assert (await get(http, app, X_Admin_Token=wrong))[0] == 429
+    assert delta(before) == {"bypassed": 4, "allowed": 1, "limited": 4}
+
+    # Promoted: the old token is gone, the new one alone bypasses.
+    promoted = settings.model_copy(
+        update={"admin_token": SecretStr(next_token), "admin_token_next": None}
+    )
+    (after,) = await replicas(promoted)
+    assert (await get(http, after, X_Admin_Token=next_token))[0] == 200
+    assert (await get(http, after, X_Admin_Token=ADMIN_TOKEN))[0] == 429
+
+
 async def test_no_admin_token_configured_means_no_bypass(
     redis_server: RedisServer, replicas: Replicas, http: aiohttp.ClientSession
 ) -> None:

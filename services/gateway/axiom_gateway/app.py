@@ -7,6 +7,7 @@ from importlib.resources import files
 from aiohttp import web
 
 from axiom_gateway.amadeus_routes import add_amadeus_routes
+from axiom_gateway.features import install_feature_flags
 from axiom_gateway.openapi import Operation, build_openapi
 from axiom_gateway.payments_routes import add_payment_routes
 from axiom_gateway.paymob_routes import add_paymob_routes
@@ -23,6 +24,7 @@ openapi_key = web.AppKey("openapi", dict)
 def create_app(settings: GatewaySettings) -> web.Application:
     app = create_service_app(settings)
     app.cleanup_ctx.append(redis_context(settings.redis_url, settings.redis_timeout))
+    install_feature_flags(app, settings)
     install_rate_limiting(app, settings)
     operations: list[Operation] = []
     operations += add_payment_routes(app)

@@ -224,14 +224,15 @@ def rate_limit_middleware(
         ipv6_prefix=settings.rate_limit_ipv6_prefix,
     )
     admin_header = settings.admin_token_header
-    admin_token = secret_value(settings.admin_token)
+    admin_tokens = [secret_value(settings.admin_token), secret_value(settings.admin_token_next)]
 
     @web.middleware
     async def rate_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
         rule = limiter.rule_for(request.path)
         if rule is None:
             return await handler(request)
-        if is_admin(request, admin_header, admin_token):
+        # Every token is compared (a list, not a short-circuit), each in constant time.
+        if any([is_admin(request, admin_header, token) for token in admin_tokens]):
             RATE_LIMIT_DECISIONS.labels(route=rule.prefix, decision="bypassed").inc()
             request[rate_limit_headers_key] = policy_headers(rule)
             return await handler(request)

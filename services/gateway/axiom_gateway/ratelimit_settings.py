@@ -35,6 +35,8 @@ class RateLimitSettings(ServiceSettings):
     rate_limits: list[RateLimitRule] = Field(default_factory=_default_rate_limits)
     #: Requests carrying this token in `admin_token_header` are not counted (unset: no bypass).
     admin_token: SecretStr | None = None
+    #: Also accepted while `admin_token` rotates: set it, deploy, hand it out, promote it.
+    admin_token_next: SecretStr | None = None
     admin_token_header: str = "X-Admin-Token"  # noqa: S105 - a header name, not a secret
     #: Peers (CIDRs, comma-separated) whose forwarded-for and user-id headers we believe.
     trusted_proxies: Annotated[list[IPv4Network | IPv6Network], NoDecode] = []

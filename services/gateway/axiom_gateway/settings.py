@@ -2,11 +2,13 @@ from __future__ import annotations
 
 from pydantic import AliasChoices, Field, SecretStr
 
+from axiom_gateway.features import FeatureFlagSettings
 from axiom_gateway.ratelimit_settings import RateLimitSettings
 
 
-class GatewaySettings(RateLimitSettings):
-    """The gateway's settings; the rate limiter's come from `RateLimitSettings`."""
+class GatewaySettings(RateLimitSettings, FeatureFlagSettings):
+    """The gateway's settings; the rate limiter's come from `RateLimitSettings`, the feature
+    flags (`FEATURE_*`) from `FeatureFlagSettings`."""
 
     service_name: str = "gateway"
     port: int = Field(
