@@ -1,0 +1,9 @@
+DROP TRIGGER paymob_callbacks_append_only_delete;
+DROP TRIGGER paymob_callbacks_append_only_update;
+DROP TRIGGER booking_events_append_only_delete;
+DROP TRIGGER booking_events_append_only_update;
+DROP TRIGGER booking_events_on_delete;
+DROP TRIGGER booking_events_on_payment;
+DROP TRIGGER booking_events_on_state;
+DROP TRIGGER booking_events_on_insert;
+DROP TABLE booking_events;
