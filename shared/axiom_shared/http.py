@@ -3,6 +3,7 @@ and strict JSON body parsing (content type, size, unknown fields) into pydantic 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -25,6 +26,13 @@ T = TypeVar("T", bound=BaseModel)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 DEFAULT_MAX_BODY = 64 * 1024
+#: Longest request line (method, path and query) the HTTP parser takes; longer ones are answered
+#: by aiohttp itself (400, plain text). aiohttp's 8190 is too short for a documented parameter:
+#: a 2048-character QR `url` is up to 24 KiB once UTF-8 and percent-encoded.
+MAX_REQUEST_LINE = 32 * 1024
+#: Seconds a request body may take to arrive (the app's `http_body_timeout` when set).
+DEFAULT_BODY_TIMEOUT = 10.0
+body_timeout_key = web.AppKey("body_timeout", float)
 #: Probes and scrapes: frequent and uninteresting, not logged.
 _QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
 
@@ -70,11 +78,7 @@ async def read_json(
         raise ApiError(
             415, "unsupported_media_type", "the body must be JSON (Content-Type: application/json)"
         )
-    if request.content_length is not None and request.content_length > max_bytes:
-        raise ApiError(413, "payload_too_large", f"the body must be at most {max_bytes} bytes")
-    body = await request.content.read(max_bytes + 1)
-    if len(body) > max_bytes:
-        raise ApiError(413, "payload_too_large", f"the body must be at most {max_bytes} bytes")
+    body = await read_body(request, max_bytes)
     try:
         return model.model_validate_json(body or b"{}")
     except ValidationError as exc:
@@ -86,6 +90,33 @@ async def read_json(
                 [ErrorDetail(problem="could not parse the body as JSON")],
             ) from None
         raise validation_error(exc) from None
+
+
+async def read_body(request: web.Request, max_bytes: int) -> bytes:
+    """The whole body: 413 past `max_bytes`, 408 when it does not arrive in time.
+
+    `content.read(n)` returns what has arrived so far, not the whole body: it is called until
+    the end of the body, so a body split over several TCP segments is read whole."""
+    too_large = ApiError(413, "payload_too_large", f"the body must be at most {max_bytes} bytes")
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(request.config_dict.get(body_timeout_key, DEFAULT_BODY_TIMEOUT)):
+            while chunk := await request.content.read(max_bytes + 1 - size):
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > max_bytes:
+                    raise too_large
+    except TimeoutError:
+        raise ApiError(
+            408,
+            "request_timeout",
+            "the body did not arrive in time",
+            headers={"Connection": "close"},
+        ) from None
+    return b"".join(chunks)
 
 
 def http_middlewares(service: str) -> list[Callable[..., Awaitable[web.StreamResponse]]]:

@@ -19,7 +19,13 @@ from nats.js import JetStreamContext
 from redis.asyncio import Redis
 
 from axiom_shared.db import Database, open_database
-from axiom_shared.http import DEFAULT_MAX_BODY, http_middlewares, json_response
+from axiom_shared.http import (
+    DEFAULT_MAX_BODY,
+    MAX_REQUEST_LINE,
+    body_timeout_key,
+    http_middlewares,
+    json_response,
+)
 from axiom_shared.logging import configure_logging, get_logger
 from axiom_shared.metrics import render_metrics
 from axiom_shared.migrations import Migration, migrate
@@ -54,9 +60,19 @@ def create_service_app(
 ) -> web.Application:
     """The base app every service factory starts from."""
     app = web.Application(
-        middlewares=http_middlewares(settings.service_name), client_max_size=max_body
+        middlewares=http_middlewares(settings.service_name),
+        client_max_size=max_body,
+        # aiohttp's server arms the keep-alive timer when a connection opens and when an answer
+        # is sent, and closes a connection still waiting for its request's headers when it
+        # fires: so this is the header deadline too (a client sending headers byte by byte is
+        # cut off). Set here, it applies under run_app and in tests alike.
+        handler_args={
+            "keepalive_timeout": settings.http_header_timeout,
+            "max_line_size": MAX_REQUEST_LINE,
+        },
     )
     app[settings_key] = settings
+    app[body_timeout_key] = settings.http_body_timeout
     app[readiness_key] = {}
     app[stopping_key] = asyncio.Event()
     app.router.add_get("/healthz", _healthz)

@@ -44,6 +44,13 @@ class ServiceSettings(BaseSettings):
     shutdown_timeout: float = Field(default=8.0, gt=0)
     #: Timeout of NATS request/reply calls between services.
     request_timeout: float = Field(default=5.0, gt=0)
+    #: HTTP: a connection must deliver its request's headers within this many seconds of
+    #: opening (or of its previous answer, when kept alive), or it is closed (slowloris). Also
+    #: the idle keep-alive time: longer than aiohttp clients' 15 s, so a pooled connection is
+    #: never closed here just as a client reuses it.
+    http_header_timeout: float = Field(default=30.0, gt=0)
+    #: HTTP: a request body must arrive within this many seconds (408 otherwise).
+    http_body_timeout: float = Field(default=10.0, gt=0)
 
     @model_validator(mode="before")
     @classmethod

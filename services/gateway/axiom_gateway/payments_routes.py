@@ -72,7 +72,12 @@ async def _catalog_item(req: web.Request) -> CatalogItem:
         for item in await _catalog(req):
             if item.order_id == order_id:
                 return item
-    raise not_found(f"order {order_id[:64]!r}")
+    raise _order_not_found(order_id)
+
+
+def _order_not_found(order_id: str) -> ApiError:
+    # Named only when it is a well-formed id: a caller's arbitrary text is never echoed back.
+    return not_found(f"order {order_id!r}" if _ORDER_RE.match(order_id) else "order")
 
 
 async def get_catalog(req: web.Request) -> web.Response:
@@ -93,7 +98,7 @@ async def post_transaction_request(req: web.Request) -> web.Response:
     order_id = req.match_info["order_id"]
     body = await read_json(req, PayRequestBody)
     if not _ORDER_RE.match(order_id):
-        raise not_found(f"order {order_id[:64]!r}")
+        raise _order_not_found(order_id)
     created = await request(
         req.app[bus_key].nc,
         PAYMENTS_CREATE,
@@ -226,6 +231,7 @@ def add_payment_routes(app: web.Application) -> list[Operation]:
             "Look at the chain for a payment now (optionally at one signature)",
             {
                 202: PaymentView,
+                400: ErrorBody,
                 404: ErrorBody,
                 413: ErrorBody,
                 415: ErrorBody,

@@ -25,6 +25,7 @@ from axiom_gateway.openapi import Operation
 from axiom_gateway.paymob_hmac import PAYMOB_HMAC_FIELDS, SignedValue, hmac_matches
 from axiom_gateway.settings import GatewaySettings
 from axiom_shared.errors import ApiError, ErrorBody, ErrorDetail, unavailable, validation_error
+from axiom_shared.http import read_body
 from axiom_shared.logging import get_logger
 from axiom_shared.metrics import WEBHOOK_ITEMS
 from axiom_shared.nats import publish_event
@@ -176,12 +177,7 @@ def _count(outcome: str) -> None:
 async def _read_body(req: web.Request, max_bytes: int) -> Any:
     if req.content_type != "application/json":
         raise ApiError(415, "unsupported_media_type", "the body must be JSON")
-    too_large = ApiError(413, "payload_too_large", f"the body must be at most {max_bytes} bytes")
-    if req.content_length is not None and req.content_length > max_bytes:
-        raise too_large
-    raw = await req.content.read(max_bytes + 1)
-    if len(raw) > max_bytes:
-        raise too_large
+    raw = await read_body(req, max_bytes)
     try:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError):

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from axiom_gateway.openapi import Operation, header_param
 from axiom_gateway.settings import GatewaySettings
 from axiom_shared.errors import ApiError, ErrorBody, ErrorDetail, unavailable
+from axiom_shared.http import read_body
 from axiom_shared.logging import get_logger
 from axiom_shared.metrics import WEBHOOK_ITEMS
 from axiom_shared.nats import publish_event
@@ -61,11 +62,7 @@ def _settings(req: web.Request) -> GatewaySettings:
 async def _json_body(req: web.Request, max_bytes: int) -> Any:
     if req.content_type != "application/json":
         raise ApiError(415, "unsupported_media_type", "the body must be JSON")
-    if req.content_length is not None and req.content_length > max_bytes:
-        raise ApiError(413, "payload_too_large", f"the body must be at most {max_bytes} bytes")
-    raw = await req.content.read(max_bytes + 1)
-    if len(raw) > max_bytes:
-        raise ApiError(413, "payload_too_large", f"the body must be at most {max_bytes} bytes")
+    raw = await read_body(req, max_bytes)
     try:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError):
