@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import ssl
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -56,9 +57,22 @@ MSG_ID_HEADER = "Nats-Msg-Id"
 
 
 async def connect_nats(
-    url: str, name: str, *, connect_timeout: float = 2.0, reconnect_wait: float = 0.5
+    url: str,
+    name: str,
+    *,
+    connect_timeout: float = 2.0,
+    reconnect_wait: float = 0.5,
+    creds_file: str | None = None,
+    tls_ca_file: str | None = None,
 ) -> NATS:
-    """Connect, retrying until the server answers; then reconnect forever on loss."""
+    """Connect, retrying until the server answers; then reconnect forever on loss.
+
+    Credentials and TLS are configuration: user:password or a token in the URL, a `.creds`
+    file (NATS_CREDS_FILE), `tls://` URLs verified against the system CAs or NATS_TLS_CA_FILE.
+    """
+    tls: ssl.SSLContext | None = None
+    if tls_ca_file or url.startswith("tls://"):
+        tls = ssl.create_default_context(cafile=tls_ca_file)
 
     async def on_error(exc: Exception) -> None:
         log.warning("nats error", error=type(exc).__name__, detail=str(exc)[:200])
@@ -81,6 +95,8 @@ async def connect_nats(
         reconnected_cb=on_reconnected,
         ping_interval=5,
         max_outstanding_pings=2,
+        user_credentials=creds_file,
+        tls=tls,
     )
     # Host and port only: the URL's user:password@ (NATS credentials) must never be logged.
     where = nc.connected_url

@@ -90,7 +90,11 @@ def add_readiness_check(app: web.Application, name: str, check: ReadinessCheck) 
 async def _nats_context(app: web.Application) -> AsyncIterator[None]:
     settings = app[settings_key]
     nc = await connect_nats(
-        settings.nats_url, settings.service_name, connect_timeout=settings.nats_connect_timeout
+        settings.nats_url,
+        settings.service_name,
+        connect_timeout=settings.nats_connect_timeout,
+        creds_file=settings.nats_creds_file,
+        tls_ca_file=settings.nats_tls_ca_file,
     )
     js = nc.jetstream()
     await ensure_topology(nc, js, settings.nats_stream_replicas)

@@ -34,6 +34,11 @@ class ServiceSettings(BaseSettings):
     port: int = Field(default=8080, ge=0, le=65535)
     nats_url: str = "nats://127.0.0.1:4222"
     nats_connect_timeout: float = Field(default=2.0, gt=0)
+    #: A NATS `.creds` file (JWT + nkey seed) to authenticate with; the path is not a secret,
+    #: the file is (mount it like any secret file).
+    nats_creds_file: str | None = None
+    #: CA bundle to verify the NATS server's TLS certificate (`tls://` URLs); unset → system CAs.
+    nats_tls_ca_file: str | None = None
     #: JetStream replica count for the streams we declare (1 locally, 3 in a cluster).
     nats_stream_replicas: int = Field(default=1, ge=1, le=5)
     redis_url: str = "redis://127.0.0.1:6379/0"

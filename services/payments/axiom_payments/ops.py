@@ -94,7 +94,12 @@ async def payments_command(
         )
         await record(db, "payments.show", args.payment_id, {})
         return 0
-    nc = await connect_nats(settings.nats_url, "axiom-ops")
+    nc = await connect_nats(
+        settings.nats_url,
+        "axiom-ops",
+        creds_file=settings.nats_creds_file,
+        tls_ca_file=settings.nats_tls_ca_file,
+    )
     try:
         js = nc.jetstream()
         await ensure_topology(nc, js, settings.nats_stream_replicas)
@@ -133,7 +138,12 @@ async def payments_command(
 
 
 async def dlq_command(args: argparse.Namespace, settings: PaymentsSettings, db: Database) -> int:
-    nc = await connect_nats(settings.nats_url, "axiom-ops")
+    nc = await connect_nats(
+        settings.nats_url,
+        "axiom-ops",
+        creds_file=settings.nats_creds_file,
+        tls_ca_file=settings.nats_tls_ca_file,
+    )
     try:
         js = nc.jetstream()
         await ensure_topology(nc, js, settings.nats_stream_replicas)
