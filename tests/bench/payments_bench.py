@@ -39,8 +39,24 @@ async def run(stack: BenchStack, report: Report) -> None:
 
     baseline = await closed_loop(hello_call, concurrency=CONCURRENCY, seconds=SECONDS)
     plain = await closed_loop(create, concurrency=CONCURRENCY, seconds=SECONDS)
+
+    # Polling, the fallback of the live status: what one check-status costs.
+    async with aiohttp.ClientSession() as http, http.post(url, json={}) as resp:
+        polled = (await resp.json())["payment_id"]
+    status_url = f"{gateway.base_url}/api/pay/check-status/{polled}"
+
+    async def poll(http: aiohttp.ClientSession) -> bool:
+        async with http.get(status_url) as resp:
+            await resp.read()
+            return resp.status == 200
+
+    polling = await closed_loop(poll, concurrency=CONCURRENCY, seconds=SECONDS)
     with_tx = await closed_loop(create_with_tx, concurrency=CONCURRENCY, seconds=SECONDS)
-    for name, result in (("payment creation", plain), ("payment creation + tx", with_tx)):
+    for name, result in (
+        ("payment creation", plain),
+        ("payment creation + tx", with_tx),
+        ("check-status (polling)", polling),
+    ):
         report.add(
             Figure(
                 name,
