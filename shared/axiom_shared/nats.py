@@ -124,11 +124,29 @@ async def publish_event(
 async def request(
     nc: NATS, subject: str, payload: Message, result_type: type[R], *, timeout: float = 5.0
 ) -> R:
-    """Ask a service and wait for its answer; its error comes back as the same ApiError."""
+    """Ask a service and wait for its answer; its error comes back as the same ApiError.
+
+    "No responders" means the request reached no one (a replica restarting, a deploy): it was
+    not handled, so asking again within the timeout is safe and usually answered.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    pause = 0.05
     try:
-        reply = await nc.request(
-            subject, payload.to_bytes(), timeout=timeout, headers=correlation_headers()
-        )
+        while True:
+            try:
+                reply = await nc.request(
+                    subject,
+                    payload.to_bytes(),
+                    timeout=max(deadline - loop.time(), 0.01),
+                    headers=correlation_headers(),
+                )
+                break
+            except NoRespondersError:
+                if loop.time() + pause >= deadline:
+                    raise
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 0.5)
     except (NatsTimeoutError, NoRespondersError, TimeoutError) as exc:
         NATS_REQUESTS.labels(subject=subject, outcome="unavailable").inc()
         log.warning("request unanswered", subject=subject, error=type(exc).__name__)

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from nats.aio.client import Client as NATS
+from nats.errors import NoRespondersError
 from nats.micro.request import ERROR_CODE_HEADER
 
 from axiom_amadeus_proxy.app import (
@@ -107,8 +108,16 @@ async def search(nc: NATS, query: FlightSearchInput | None = None) -> FlightSear
 
 
 async def raw_error(nc: NATS, subject: str, body: dict[str, Any]) -> tuple[int, ErrorBody]:
-    """Send a body our own models would refuse to build; return the error status and body."""
-    reply = await nc.request(subject, json.dumps(body).encode(), timeout=TIMEOUT)
+    """Send a body our own models would refuse to build; return the error status and body.
+    Like axiom_shared.nats.request, "no responders" (not delivered at all) is asked again."""
+    for attempt in range(5):
+        try:
+            reply = await nc.request(subject, json.dumps(body).encode(), timeout=TIMEOUT)
+            break
+        except NoRespondersError:
+            if attempt == 4:
+                raise
+            await asyncio.sleep(0.1 * (attempt + 1))
     code = (reply.headers or {}).get(ERROR_CODE_HEADER)
     assert code, f"expected an error, got {reply.data[:200]!r}"
     return int(code), ErrorBody.model_validate_json(reply.data)
