@@ -8,12 +8,14 @@ registered with the log redactor as soon as they are read.
 
 from __future__ import annotations
 
+import json
 import os
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
-from typing import Any, Self
+from typing import Annotated, Any, Self
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BeforeValidator, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from axiom_shared.logging import register_secret
 
@@ -85,6 +87,20 @@ class ServiceSettings(BaseSettings):
     def load(cls, **overrides: Any) -> Self:
         """Build the settings from the environment (and `*_FILE` secrets), plus overrides."""
         return cls(**overrides)
+
+
+def _split_networks(value: Any) -> Any:
+    """`10.0.0.0/8, ::1` (comma or space separated) or a JSON list; empty means none."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [part for part in text.replace(",", " ").split() if part]
+    return value
+
+
+#: A list of networks (CIDRs or addresses) from one environment variable.
+Networks = Annotated[list[IPv4Network | IPv6Network], NoDecode, BeforeValidator(_split_networks)]
 
 
 def secret_value(secret: SecretStr | None) -> str | None:

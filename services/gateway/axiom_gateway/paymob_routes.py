@@ -12,7 +12,6 @@ mistyped field → 422 naming it. Unknown fields are allowed: the payload is Pay
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -24,8 +23,8 @@ from pydantic import ValidationError as PydanticValidationError
 from axiom_gateway.openapi import Operation
 from axiom_gateway.paymob_hmac import PAYMOB_HMAC_FIELDS, SignedValue, hmac_matches
 from axiom_gateway.settings import GatewaySettings
-from axiom_shared.errors import ApiError, ErrorBody, ErrorDetail, unavailable, validation_error
-from axiom_shared.http import read_body
+from axiom_shared.errors import ApiError, ErrorBody, unavailable, validation_error
+from axiom_shared.http import read_json_value
 from axiom_shared.logging import get_logger
 from axiom_shared.metrics import WEBHOOK_ITEMS
 from axiom_shared.nats import publish_event
@@ -174,21 +173,6 @@ def _count(outcome: str) -> None:
     WEBHOOK_ITEMS.labels(provider="paymob", outcome=outcome).inc()
 
 
-async def _read_body(req: web.Request, max_bytes: int) -> Any:
-    if req.content_type != "application/json":
-        raise ApiError(415, "unsupported_media_type", "the body must be JSON")
-    raw = await read_body(req, max_bytes)
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(
-            400,
-            "invalid_json",
-            "the body is not valid JSON",
-            [ErrorDetail(problem="could not parse the body as JSON")],
-        ) from None
-
-
 async def paymob_callback(req: web.Request) -> web.Response:
     """POST: the transaction-processed callback."""
     secrets = _secrets(req)
@@ -197,7 +181,7 @@ async def paymob_callback(req: web.Request) -> web.Response:
         raise _unauthorized()
     settings = req.app[settings_key]
     assert isinstance(settings, GatewaySettings)
-    body = await _read_body(req, settings.paymob_max_bytes)
+    body = await read_json_value(req, max_bytes=settings.paymob_max_bytes)
     try:
         callback = PaymobCallbackBody.model_validate(body)
     except PydanticValidationError as exc:

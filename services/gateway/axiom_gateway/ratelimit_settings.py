@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
-from ipaddress import IPv4Network, IPv6Network
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
-from pydantic_settings import NoDecode
 
-from axiom_shared.settings import ServiceSettings
+from axiom_shared.settings import Networks, ServiceSettings
 
 
 class RateLimitRule(BaseModel):
@@ -39,7 +36,7 @@ class RateLimitSettings(ServiceSettings):
     admin_token_next: SecretStr | None = None
     admin_token_header: str = "X-Admin-Token"  # noqa: S105 - a header name, not a secret
     #: Peers (CIDRs, comma-separated) whose forwarded-for and user-id headers we believe.
-    trusted_proxies: Annotated[list[IPv4Network | IPv6Network], NoDecode] = []
+    trusted_proxies: Networks = []
     #: Which header our trusted proxies append the client's address to.
     forwarded_header: Literal["x-forwarded-for", "forwarded"] = "x-forwarded-for"
     #: The authenticated caller, as set by the trusted auth layer in front of us.
@@ -53,17 +50,6 @@ class RateLimitSettings(ServiceSettings):
     rate_limit_redis_prefix: str = "axiom:ratelimit"
     #: Clients the in-memory fallback remembers at most (least recently seen are evicted).
     rate_limit_fallback_max_clients: int = Field(default=10_000, ge=1)
-
-    @field_validator("trusted_proxies", mode="before")
-    @classmethod
-    def _split_networks(cls, value: Any) -> Any:
-        """`10.0.0.0/8, 192.168.1.7` (comma or space separated) or a JSON list."""
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                return json.loads(text)
-            return [part for part in text.replace(",", " ").split() if part]
-        return value
 
     @field_validator("forwarded_header", mode="before")
     @classmethod

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from axiom_gateway.openapi import Operation, header_param
 from axiom_gateway.settings import GatewaySettings
 from axiom_shared.errors import ApiError, ErrorBody, ErrorDetail, unavailable
-from axiom_shared.http import read_body
+from axiom_shared.http import read_json_value
 from axiom_shared.logging import get_logger
 from axiom_shared.metrics import WEBHOOK_ITEMS
 from axiom_shared.nats import publish_event
@@ -59,16 +58,6 @@ def _settings(req: web.Request) -> GatewaySettings:
     return settings
 
 
-async def _json_body(req: web.Request, max_bytes: int) -> Any:
-    if req.content_type != "application/json":
-        raise ApiError(415, "unsupported_media_type", "the body must be JSON")
-    raw = await read_body(req, max_bytes)
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
-
-
 def helius_signature(item: Any) -> tuple[str, str]:
     """(signature, webhook type) of one item; raises ValueError naming what is wrong."""
     if not isinstance(item, dict):
@@ -101,7 +90,7 @@ async def helius_webhook(req: web.Request) -> web.Response:
     if not authorized(req.headers.get("Authorization"), secrets):
         WEBHOOK_ITEMS.labels(provider="helius", outcome="rejected").inc()
         raise ApiError(401, "unauthorized", "missing or wrong Authorization")
-    batch = await _json_body(req, settings.webhook_max_bytes)
+    batch = await read_json_value(req, max_bytes=settings.webhook_max_bytes)
     if not isinstance(batch, list):
         raise ApiError(
             422,

@@ -1,14 +1,11 @@
 from __future__ import annotations
 
-import json
 import uuid
 from ipaddress import IPv4Network, IPv6Network
-from typing import Annotated, Any
 
-from pydantic import AliasChoices, Field, field_validator
-from pydantic_settings import NoDecode
+from pydantic import AliasChoices, Field
 
-from axiom_shared.settings import ServiceSettings
+from axiom_shared.settings import Networks, ServiceSettings
 
 
 def _private_networks() -> list[IPv4Network | IPv6Network]:
@@ -41,19 +38,6 @@ class NotifierSettings(ServiceSettings):
     sse_max_streams_per_client: int = Field(default=20, ge=1)
     #: Peers (CIDRs) whose `X-Axiom-Client` header names the client a stream counts against
     #: (the gateway sets it); anyone else is counted by its own address.
-    sse_trusted_proxies: Annotated[list[IPv4Network | IPv6Network], NoDecode] = Field(
-        default_factory=_private_networks
-    )
+    sse_trusted_proxies: Networks = Field(default_factory=_private_networks)
     #: A write to a client that does not take it within this many seconds drops the stream.
     sse_send_timeout: float = Field(default=30.0, gt=0)
-
-    @field_validator("sse_trusted_proxies", mode="before")
-    @classmethod
-    def _split_networks(cls, value: Any) -> Any:
-        """`10.0.0.0/8, ::1` (comma or space separated) or a JSON list; empty trusts nobody."""
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                return json.loads(text)
-            return [part for part in text.replace(",", " ").split() if part]
-        return value

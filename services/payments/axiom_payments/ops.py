@@ -20,6 +20,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from nats.aio.client import Client as NATS
 from nats.js.errors import NotFoundError
 
 from axiom_payments import store
@@ -42,6 +43,15 @@ REASON = "Axiom-Dead-Letter-Reason"
 
 def out(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+async def ops_nats(settings: PaymentsSettings) -> NATS:
+    return await connect_nats(
+        settings.nats_url,
+        "axiom-ops",
+        creds_file=settings.nats_creds_file,
+        tls_ca_file=settings.nats_tls_ca_file,
+    )
 
 
 async def record(db: Database, action: str, target: str | None, details: dict[str, Any]) -> None:
@@ -94,12 +104,7 @@ async def payments_command(
         )
         await record(db, "payments.show", args.payment_id, {})
         return 0
-    nc = await connect_nats(
-        settings.nats_url,
-        "axiom-ops",
-        creds_file=settings.nats_creds_file,
-        tls_ca_file=settings.nats_tls_ca_file,
-    )
+    nc = await ops_nats(settings)
     try:
         js = nc.jetstream()
         await ensure_topology(nc, js, settings.nats_stream_replicas)
@@ -138,12 +143,7 @@ async def payments_command(
 
 
 async def dlq_command(args: argparse.Namespace, settings: PaymentsSettings, db: Database) -> int:
-    nc = await connect_nats(
-        settings.nats_url,
-        "axiom-ops",
-        creds_file=settings.nats_creds_file,
-        tls_ca_file=settings.nats_tls_ca_file,
-    )
+    nc = await ops_nats(settings)
     try:
         js = nc.jetstream()
         await ensure_topology(nc, js, settings.nats_stream_replicas)
