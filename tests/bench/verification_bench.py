@@ -12,15 +12,14 @@ import aiohttp
 import nats
 from nats.aio.msg import Msg
 from solana.rpc.async_api import AsyncClient
-from solana.rpc.commitment import Confirmed, Finalized
+from solana.rpc.commitment import Confirmed
 from solders.keypair import Keypair
-from solders.pubkey import Pubkey
 from solders.signature import Signature
 
 from axiom_payments.settings import DEV_MERCHANT_WALLET
 from tests.bench.harness import Figure, Report, closed_loop
 from tests.bench.stack import BenchStack
-from tests.fixtures.solana import transfer_tx
+from tests.fixtures.solana import send_transfer
 
 PAYMENTS = 500
 PRICE = 100_000_000
@@ -55,15 +54,14 @@ async def run(stack: BenchStack, report: Report) -> None:
 
         async def pay(index: int, payment: dict[str, str]) -> str:
             async with sem:
-                blockhash = (await rpc.get_latest_blockhash(Finalized)).value.blockhash
-                tx = transfer_tx(
+                signature = await send_transfer(
+                    rpc,
                     payers[index % len(payers)],
-                    Pubkey.from_string(DEV_MERCHANT_WALLET),
+                    DEV_MERCHANT_WALLET,
                     PRICE,
-                    blockhash,
-                    references=(Pubkey.from_string(payment["reference"]),),
+                    (payment["reference"],),
                 )
-                return str((await rpc.send_transaction(tx)).value)
+                return str(signature)
 
         signatures = await asyncio.gather(*(pay(i, p) for i, p in enumerate(created)))
         # Wait until the last one is finalized: the webhooks then name finalized transactions.

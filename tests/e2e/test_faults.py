@@ -22,14 +22,13 @@ import pytest
 from solana.rpc.async_api import AsyncClient
 from solana.rpc.commitment import Finalized
 from solders.keypair import Keypair
-from solders.pubkey import Pubkey
 from solders.signature import Signature
 
 from axiom_payments.settings import DEV_MERCHANT_WALLET
 from axiom_shared.db import open_database
 from deploy.local.processes import SERVICES, ChildProcess, service_process
 from sandbox.infra import NatsServer, RedisServer, free_port
-from tests.fixtures.solana import SolanaSandbox, airdrop, transfer_tx
+from tests.fixtures.solana import SolanaSandbox, airdrop, send_transfer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -124,15 +123,13 @@ async def test_300_payments_survive_every_fault(
             async with AsyncClient(solana_sandbox.rpc_url) as rpc:
 
                 async def pay(index: int, payment: dict[str, str]) -> None:
-                    blockhash = (await rpc.get_latest_blockhash(Finalized)).value.blockhash
-                    tx = transfer_tx(
+                    await send_transfer(
+                        rpc,
                         payers[index % len(payers)],
-                        Pubkey.from_string(DEV_MERCHANT_WALLET),
+                        DEV_MERCHANT_WALLET,
                         PRICE,
-                        blockhash,
-                        references=(Pubkey.from_string(payment["reference"]),),
+                        (payment["reference"],),
                     )
-                    await rpc.send_transaction(tx)
 
                 async def restart(name: str) -> None:
                     children[name].kill()
