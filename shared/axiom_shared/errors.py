@@ -61,16 +61,8 @@ class ApiError(Exception):
         return cls(status, body.error.code, body.error.message, body.error.details)
 
 
-def bad_request(message: str, field: str | None = None) -> ApiError:
-    return ApiError(400, "bad_request", message, [ErrorDetail(field=field, problem=message)])
-
-
 def not_found(what: str) -> ApiError:
     return ApiError(404, "not_found", f"{what} not found")
-
-
-def conflict(code: str, message: str) -> ApiError:
-    return ApiError(409, code, message)
 
 
 def unavailable(message: str = "a dependency is unavailable, try again shortly") -> ApiError:

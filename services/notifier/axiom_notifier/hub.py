@@ -53,7 +53,3 @@ class StatusHub:
         while not queue.empty():
             queue.get_nowait()
         queue.put_nowait(None)
-
-    @property
-    def watcher_count(self) -> int:
-        return sum(len(w) for w in self._watchers.values())

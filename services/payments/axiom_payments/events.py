@@ -58,10 +58,6 @@ async def publish_status_changed(js: JetStreamContext, event: PaymentStatusChang
     await deliver(js, status_event(event))
 
 
-async def publish_provisioned(js: JetStreamContext, event: PaymentProvisioned) -> None:
-    await deliver(js, provisioned_event(event))
-
-
 async def record_latest_status(js: JetStreamContext, event: PaymentStatusChanged) -> None:
     """Keep the newest version only: a late, older write never replaces a newer one."""
     payment = event.payment
