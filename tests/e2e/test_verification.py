@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -16,8 +17,13 @@ from solana.rpc.commitment import Finalized
 from solders.keypair import Keypair
 from solders.signature import Signature
 
-from axiom_shared.nats import connect_nats
-from axiom_shared.schemas import PaymentStatusChanged
+from axiom_shared.nats import connect_nats, publish_event
+from axiom_shared.schemas import (
+    ChangeSource,
+    PaymentStatusChanged,
+    PaymentVerdict,
+    VerdictOutcome,
+)
 from sandbox.solana.wallet import pay_url
 from tests.fixtures.system import PRICE, PaymentSystem, SystemFactory
 
@@ -399,3 +405,36 @@ async def test_webhook_secret_unset_refuses_everything(
             assert resp.status == 401
     finally:
         await gateway.server.close()
+
+
+async def test_a_verified_verdict_short_of_the_amount_moves_no_money(
+    payment_system_factory: SystemFactory,
+) -> None:
+    """Defence in depth: even a verdict on the internal bus that says `verified` is applied
+    only when it shows a signature paying at least the amount."""
+    system = await payment_system_factory(
+        webhooks=False, payments={"reconcile_interval_seconds": 3600}
+    )
+    created = await system.create()
+    forged = PaymentVerdict(
+        payment_id=created["payment_id"],
+        outcome=VerdictOutcome.VERIFIED,
+        source=ChangeSource.WEBHOOK,
+        signature=str(Keypair().sign_message(b"forged")),
+        received_lamports=PRICE - 1,
+        observed_at=datetime.now(UTC),
+    )
+    nc = await connect_nats(system.nats_url, "test")
+    try:
+        js = nc.jetstream()
+        dlq = await js.subscribe("dlq.VERIFICATION.payments-verdicts")
+        await publish_event(js, f"verify.verdicts.{created['payment_id']}", forged)
+        letter = await dlq.next_msg(timeout=10)
+        assert letter.headers is not None
+        assert "without a signature paying" in letter.headers["Axiom-Dead-Letter-Reason"]
+    finally:
+        await nc.close()
+    view = await system.status(created["payment_id"])
+    assert view["status"] == "pending"
+    assert view["tx_signature"] is None
+    assert await system.count("SELECT count(*) FROM entitlements") == 0

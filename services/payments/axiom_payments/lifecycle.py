@@ -145,6 +145,12 @@ class Lifecycle:
             raise PermanentError(f"verdict for unknown payment {verdict.payment_id}")
         status = PaymentStatus(row["status"])
         outcome = verdict.outcome
+        if outcome == VerdictOutcome.VERIFIED and not _pays_in_full(verdict, row):
+            # The verifier decides, but money moves only on a verdict that shows it: a
+            # signature and at least the amount asked. Anything else is a bug or a forgery.
+            raise PermanentError(
+                f"verified verdict without a signature paying {row['amount_lamports']} lamports"
+            )
         if outcome == VerdictOutcome.VERIFIED:
             if status in OPEN:
                 await self._verified(verdict)
@@ -245,3 +251,12 @@ class Lifecycle:
             [check, store.iso(datetime.now(UTC)), public_id],
         )
         log.info("payment checked", payment_id=public_id, check=check)
+
+
+def _pays_in_full(verdict: PaymentVerdict, row: dict[str, Any]) -> bool:
+    received = verdict.received_lamports
+    return (
+        verdict.signature is not None
+        and received is not None
+        and received >= int(row["amount_lamports"])
+    )
