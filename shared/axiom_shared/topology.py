@@ -156,15 +156,18 @@ VERIFICATION = StreamSpec(
 
 STREAMS: tuple[StreamSpec, ...] = (PAYMENT_EVENTS, WEBHOOKS, VERIFICATION, DEAD_LETTERS)
 
-#: Verifier replicas share these work queues. Redeliveries back off long enough to cover a
-#: transaction seen at `confirmed` that is not `finalized` yet (~13 s on mainnet).
+#: Redeliveries of work that waits on the chain: together they outlast a transaction's way from
+#: `confirmed` to `finalized` (~13 s on mainnet); the reconcile loop covers anything longer.
+CHAIN_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
+
+#: Verifier replicas share these work queues.
 VERIFIER_CANDIDATES = ConsumerSpec(
     stream=VERIFICATION.name,
     durable="verifier-candidates",
     filter_subject="verify.candidates.>",
     max_deliver=10,
     ack_wait=30.0,
-    retry_delays=(0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0),
+    retry_delays=CHAIN_RETRY_DELAYS,
 )
 VERIFIER_WEBHOOKS = ConsumerSpec(
     stream=WEBHOOKS.name,
@@ -172,7 +175,7 @@ VERIFIER_WEBHOOKS = ConsumerSpec(
     filter_subject="webhooks.helius.>",
     max_deliver=10,
     ack_wait=30.0,
-    retry_delays=(0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0),
+    retry_delays=CHAIN_RETRY_DELAYS,
 )
 #: Payments replicas share the verdicts; each verdict is applied by conditional UPDATEs.
 PAYMENTS_VERDICTS = ConsumerSpec(
