@@ -38,6 +38,11 @@ class FaultSettings:
     rpc_latency_seconds: float = 0.0
     rpc_failure_probability: float = 0.0
     rpc_failure_mode: RpcFailureMode = "http_503"
+    # Block times as the RPC reports them: shifted by this many seconds (a node whose clock
+    # estimate is off), and null in getTransaction/getSignaturesForAddress answers (as real
+    # nodes answer for some slots; getBlockTime still answers).
+    block_time_offset_seconds: int = 0
+    null_block_time: bool = False
     # Seed of the random choices above; None = not reproducible.
     seed: int | None = None
 

@@ -25,6 +25,7 @@ from sandbox.solana.encoding import (
     simulation_json,
     status_json,
 )
+from sandbox.solana.faults import FaultInjector, FaultSettings
 
 log = get_logger(__name__)
 
@@ -79,8 +80,9 @@ Method = Callable[[list[Json]], Awaitable[Json]]
 class RpcHandler:
     """Dispatches JSON-RPC payloads (single or batch) to the methods below."""
 
-    def __init__(self, chain: Chain) -> None:
+    def __init__(self, chain: Chain, faults: FaultInjector | None = None) -> None:
         self.chain = chain
+        self.faults = faults or FaultInjector(FaultSettings())
         self.request_count = 0
         self.methods: dict[str, Method] = {
             "getHealth": self.get_health,
@@ -90,6 +92,7 @@ class RpcHandler:
             "getBlockHeight": self.get_block_height,
             "getEpochInfo": self.get_epoch_info,
             "getBlockTime": self.get_block_time,
+            "getBlock": self.get_block,
             "getTransactionCount": self.get_transaction_count,
             "getLatestBlockhash": self.get_latest_blockhash,
             "isBlockhashValid": self.is_blockhash_valid,
@@ -194,7 +197,43 @@ class RpcHandler:
         block = self.chain.blocks.get(slot)
         if block is None or slot > self.chain.commitment_slot(Commitment.CONFIRMED):
             raise RpcError(-32004, f"Block not available for slot {slot}")
-        return block.block_time
+        return block.block_time + self.faults.settings.block_time_offset_seconds
+
+    def _reported_block_time(self, block_time: int) -> int | None:
+        settings = self.faults.settings
+        if settings.null_block_time:
+            return None
+        return block_time + settings.block_time_offset_seconds
+
+    async def get_block(self, params: list[Json]) -> Json:
+        """A block with `transactionDetails` "signatures" or "none" (the verifier reads a
+        transaction's position in its block; full details are not served here)."""
+        slot = _arg(params, 0, "slot")
+        if not isinstance(slot, int) or isinstance(slot, bool) or slot < 0:
+            raise invalid_params("invalid type: expected u64")
+        config = _config(params, 1)
+        commitment = _commitment(config)
+        if commitment is Commitment.PROCESSED:
+            raise invalid_params("Method does not support commitment below `confirmed`")
+        details = config.get("transactionDetails", "full")
+        if details not in ("signatures", "none"):
+            raise invalid_params(f"transactionDetails {details!r} is not served by the sandbox")
+        block = self.chain.blocks.get(slot)
+        if block is None or slot > self.chain.commitment_slot(commitment):
+            raise RpcError(-32004, f"Block not available for slot {slot}")
+        previous = self.chain.blocks.get(slot - 1)
+        answer: dict[str, Json] = {
+            "blockhash": str(block.blockhash),
+            "previousBlockhash": str(previous.blockhash if previous else block.blockhash),
+            "parentSlot": max(slot - 1, 0),
+            "blockTime": self._reported_block_time(block.block_time),
+            "blockHeight": slot,
+        }
+        if details == "signatures":
+            answer["signatures"] = [str(sig) for sig in block.signatures]
+        if config.get("rewards", True):
+            answer["rewards"] = []
+        return answer
 
     async def get_transaction_count(self, params: list[Json]) -> Json:
         self._bank_slot(_config(params, 0))
@@ -440,7 +479,7 @@ class RpcHandler:
                     "slot": record.slot,
                     "err": error_json(record.err),
                     "memo": record.memo,
-                    "blockTime": record.block_time,
+                    "blockTime": self._reported_block_time(record.block_time),
                     "confirmationStatus": str(self.chain.confirmation_status(record)),
                 }
             )
@@ -472,7 +511,12 @@ class RpcHandler:
                 "Please try the request again with the following configuration parameter: "
                 '"maxSupportedTransactionVersion": 0',
             )
-        return confirmed_transaction_json(record, encoding, include_version=max_version is not None)
+        answer = confirmed_transaction_json(
+            record, encoding, include_version=max_version is not None
+        )
+        if isinstance(answer, dict):
+            answer["blockTime"] = self._reported_block_time(record.block_time)
+        return answer
 
     # --- helpers --------------------------------------------------------------------------------
 

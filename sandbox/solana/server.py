@@ -38,7 +38,7 @@ def create_app(config: SandboxConfig) -> web.Application:
     app[config_key] = config
     app[chain_key] = chain
     app[faults_key] = faults
-    app[rpc_key] = RpcHandler(chain)
+    app[rpc_key] = RpcHandler(chain, faults)
     app[dispatcher_key] = WebhookDispatcher(chain, config, faults)
     app[clock_key] = SlotClock(chain, config.slot_interval)
     app.cleanup_ctx.append(_background)
