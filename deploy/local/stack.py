@@ -22,8 +22,8 @@ from urllib.parse import urlparse
 import aiohttp
 
 from axiom_amadeus_proxy.app import bookings_migrations
-from axiom_payments.app import payments_migrations
-from axiom_payments.settings import DEV_MERCHANT_WALLET
+from axiom_payments.app import merchant_keys, payments_migrations
+from axiom_payments.settings import PaymentsSettings
 from axiom_shared.db import open_database
 from axiom_shared.migrations import Migration, migrate
 from deploy.local.demo import run_demo
@@ -48,6 +48,8 @@ DEFAULTS = {
     "SOLANA_RPC_URL": "http://127.0.0.1:8899",
     "AMADEUS_BASE_URL": "http://127.0.0.1:8890",
     "LOG_JSON": "false",
+    # A local stack on sandboxes: development (a development merchant address is allowed).
+    "ENVIRONMENT": "development",
 }
 
 #: Local stand-ins started beside the services when their package is present.
@@ -120,7 +122,14 @@ def dev_secret(name: str) -> str:
 async def register_helius_webhook(env: dict[str, str], gateway_url: str) -> None:
     """Point the Solana sandbox's Helius-style webhooks at our gateway, as one would in the
     Helius dashboard, watching the merchant wallet."""
-    merchant = env.get("MERCHANT_WALLET") or DEV_MERCHANT_WALLET
+    # The wallet the payments service is paid to, worked out as it does.
+    merchant, _fee_payer = merchant_keys(
+        PaymentsSettings.load(
+            environment="development",
+            merchant_wallet=env.get("MERCHANT_WALLET") or None,
+            solana_private_key=env.get("SOLANA_PRIVATE_KEY") or None,
+        )
+    )
     body = {
         "webhookURL": gateway_url + "/api/webhooks/helius",
         "accountAddresses": [merchant],

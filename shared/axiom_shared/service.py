@@ -9,6 +9,7 @@ order: consumers stop fetching and finish their messages, and NATS is drained la
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -16,6 +17,7 @@ from typing import TypeVar
 from aiohttp import web
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
+from pydantic import ValidationError
 from redis.asyncio import Redis
 
 from axiom_shared.db import Database, open_database
@@ -141,10 +143,33 @@ async def _metrics(_request: web.Request) -> web.Response:
     return response
 
 
+def settings_problem(exc: ValidationError) -> str:
+    """One line naming each bad setting by its environment variable."""
+    parts = []
+    for err in exc.errors(include_url=False, include_input=False, include_context=False):
+        loc = ".".join(str(p) for p in err.get("loc", ()))
+        message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        parts.append(f"{loc.upper()}: {message}" if loc else message)
+    return "; ".join(parts)
+
+
+def load_settings(settings_type: type[S]) -> S:
+    """The service's settings, or exit 2 with one line naming what is wrong (no traceback)."""
+    try:
+        return settings_type.load()
+    except ValidationError as exc:
+        sys.stderr.write(f"configuration error: {settings_problem(exc)}\n")
+        raise SystemExit(2) from None
+    except OSError as exc:
+        # A `<NAME>_FILE` that cannot be read.
+        sys.stderr.write(f"configuration error: {exc}\n")
+        raise SystemExit(2) from None
+
+
 def run_service(settings_type: type[S], create_app: Callable[[S], web.Application]) -> None:
     """The body of every `__main__`: settings from the environment, logging, serve until
     SIGTERM/SIGINT, exit 0 after a graceful shutdown."""
-    settings = settings_type.load()
+    settings = load_settings(settings_type)
     configure_logging(settings.service_name, settings.log_level, json=settings.log_json)
     app = create_app(settings)
     log.info("starting", host=settings.host, port=settings.port)

@@ -12,7 +12,7 @@ import json
 import os
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BeforeValidator, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -32,6 +32,9 @@ class ServiceSettings(BaseSettings):
     )
 
     service_name: str = "service"
+    #: `development` allows what must never happen with real money (a development merchant
+    #: address, ...); anything else is treated as production. `make run` and the tests set it.
+    environment: Literal["development", "staging", "production"] = "production"
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     nats_url: str = "nats://127.0.0.1:4222"
@@ -72,7 +75,13 @@ class ServiceSettings(BaseSettings):
                 continue
             path = os.environ.get(f"{name.upper()}_FILE")
             if path:
-                data[name] = Path(path).read_text(encoding="utf-8").strip()
+                try:
+                    data[name] = Path(path).read_text(encoding="utf-8").strip()
+                except (OSError, UnicodeDecodeError) as exc:
+                    reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+                    raise ValueError(
+                        f"{name.upper()}_FILE: cannot read {path} ({reason})"
+                    ) from None
         return data
 
     @model_validator(mode="after")
@@ -82,6 +91,10 @@ class ServiceSettings(BaseSettings):
             if isinstance(value, SecretStr):
                 register_secret(value.get_secret_value())
         return self
+
+    @property
+    def development(self) -> bool:
+        return self.environment == "development"
 
     @classmethod
     def load(cls, **overrides: Any) -> Self:

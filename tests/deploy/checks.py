@@ -173,9 +173,13 @@ def compose_problems(compose: Doc) -> list[str]:
                 uid = user.split(":")[0]
                 if not uid.isdigit() or int(uid) == 0:
                     problems.append(f"{name}: its image runs as {user or 'root'!r}")
+        if name == "payments" and "MERCHANT_WALLET" not in environment:
+            problems.append("payments: MERCHANT_WALLET is not declared")
         if name in SERVICES:
             if str(environment.get("HOST")) != "0.0.0.0":
                 problems.append(f"{name}: HOST is not 0.0.0.0")
+            if not str(environment.get("ENVIRONMENT", "")).endswith("production}"):
+                problems.append(f"{name}: ENVIRONMENT does not default to production")
             if not build:
                 problems.append(f"{name}: not built from its Dockerfile")
     return problems
@@ -325,6 +329,10 @@ def k8s_problems(docs: list[Doc]) -> list[str]:
             problems.append(f"HPA {name} scales a Deployment that does not exist")
     if config.get("NATS_STREAM_REPLICAS") != "3":
         problems.append("axiom-config: NATS_STREAM_REPLICAS is not 3")
+    if config.get("ENVIRONMENT") != "production":
+        problems.append("axiom-config: ENVIRONMENT is not production")
+    if "MERCHANT_WALLET" not in config:
+        problems.append("axiom-config: MERCHANT_WALLET is not declared")
     nats = by_kind.get("StatefulSet", {}).get("nats")
     if (
         nats is None

@@ -167,3 +167,15 @@ def test_the_env_example_check_notices_a_secret_value() -> None:
         ".env.example gives the secret TURSO_DB_AUTH_TOKEN a value"
     ]
     assert env_example_problems(text, ["NOT_THERE"]) == [".env.example lacks NOT_THERE"]
+
+
+def test_production_with_a_declared_merchant_wallet(compose: dict[str, Any]) -> None:
+    payments = compose["services"]["payments"]["environment"]
+    assert "MERCHANT_WALLET" in payments
+    assert payments["ENVIRONMENT"] == "${ENVIRONMENT:-production}"
+    broken = copy.deepcopy(compose)
+    broken["services"]["payments"]["environment"].pop("MERCHANT_WALLET")
+    broken["services"]["gateway"]["environment"]["ENVIRONMENT"] = "development"
+    problems = compose_problems(broken)
+    assert "payments: MERCHANT_WALLET is not declared" in problems
+    assert "gateway: ENVIRONMENT does not default to production" in problems

@@ -189,3 +189,13 @@ def test_the_k8s_check_notices_damage(
     damage(find(broken, kind, name))
     problems = k8s_problems(broken)
     assert any(expected in p for p in problems), problems
+
+
+def test_production_with_a_declared_merchant_wallet(docs: list[dict[str, Any]]) -> None:
+    config = find(docs, "ConfigMap", "axiom-config")["data"]
+    assert config["ENVIRONMENT"] == "production"
+    assert "MERCHANT_WALLET" in config
+    for damage in ("ENVIRONMENT", "MERCHANT_WALLET"):
+        broken = copy.deepcopy(docs)
+        find(broken, "ConfigMap", "axiom-config")["data"].pop(damage)
+        assert any(damage in p for p in k8s_problems(broken))

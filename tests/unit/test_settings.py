@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from axiom_amadeus_proxy.settings import AmadeusProxySettings
 from axiom_gateway.settings import GatewaySettings
-from axiom_payments.settings import PaymentsSettings
+from axiom_payments.settings import DEV_MERCHANT_WALLET, PaymentsSettings
+from axiom_shared.service import settings_problem
 
 
 def test_defaults_work_with_nothing_set(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -55,3 +57,39 @@ def test_bad_values_fail_at_start_up(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GATEWAY_PORT", "70000")
     with pytest.raises(ValueError, match="GATEWAY_PORT"):
         GatewaySettings.load()
+
+
+def test_outside_development_a_merchant_wallet_is_required(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("MERCHANT_WALLET", raising=False)
+    monkeypatch.setenv("ENVIRONMENT", "production")
+    with pytest.raises(ValidationError) as refused:
+        PaymentsSettings.load()
+    assert settings_problem(refused.value).startswith("MERCHANT_WALLET must be set")
+    monkeypatch.setenv("MERCHANT_WALLET", "")  # declared but empty (compose, k8s): still unset
+    with pytest.raises(ValidationError):
+        PaymentsSettings.load()
+    wallet = "4Nd1mBQtrMJVYVfKf2PJy9NZUZdTAsp7D4xWLs4gDB4T"
+    monkeypatch.setenv("MERCHANT_WALLET", wallet)
+    assert PaymentsSettings.load().merchant(None) == wallet
+    monkeypatch.delenv("MERCHANT_WALLET")
+    monkeypatch.setenv("ENVIRONMENT", "development")
+    assert PaymentsSettings.load().merchant(None) == DEV_MERCHANT_WALLET
+
+
+def test_a_bad_setting_is_one_line_naming_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PAYMENT_TTL_SECONDS", "soon")
+    with pytest.raises(ValidationError) as refused:
+        PaymentsSettings.load()
+    line = settings_problem(refused.value)
+    assert line.startswith("PAYMENT_TTL_SECONDS: ")
+    assert "\n" not in line
+    monkeypatch.delenv("PAYMENT_TTL_SECONDS")
+    monkeypatch.delenv("TURSO_DB_AUTH_TOKEN", raising=False)
+    monkeypatch.setenv("TURSO_DB_AUTH_TOKEN_FILE", str(tmp_path / "missing"))
+    with pytest.raises(ValidationError) as refused:
+        PaymentsSettings.load()
+    assert settings_problem(refused.value).startswith("TURSO_DB_AUTH_TOKEN_FILE: cannot read")

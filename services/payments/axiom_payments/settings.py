@@ -1,12 +1,14 @@
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field, SecretStr
+from typing import Self
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 
 from axiom_shared.schemas import Pubkey
 from axiom_shared.settings import ServiceSettings
 
-#: A development merchant address (from a public seed: it must never hold real funds). Set
-#: MERCHANT_WALLET in every real deployment.
+#: A development merchant address (from a public seed: it must never hold real funds). Used
+#: only with ENVIRONMENT=development; anywhere else MERCHANT_WALLET must be set.
 DEV_MERCHANT_WALLET = "BDKAK8eCzXZrwWaYnj9LTTTD8RZB9XXhDMvqGobQqcj5"
 
 
@@ -20,7 +22,8 @@ class PaymentsSettings(ServiceSettings):
     turso_db_auth_token: SecretStr | None = None
     solana_rpc_url: str = "http://127.0.0.1:8899"
     solana_rpc_timeout: float = Field(default=5.0, gt=0)
-    #: Where payments are paid to (a wallet address, never a token account).
+    #: Where payments are paid to (a wallet address, never a token account). Required outside
+    #: development: there is no silent default address.
     merchant_wallet: Pubkey | None = None
     #: Optional merchant fee-payer key (base58 or a JSON byte array): when set, transaction
     #: requests are co-signed by the merchant, so the customer needs no SOL for fees.
@@ -32,3 +35,25 @@ class PaymentsSettings(ServiceSettings):
     reconcile_interval_seconds: float = Field(default=5.0, gt=0)
     #: Expired payments are still scanned this long after expiry (a late payment is honoured).
     expired_lookback_seconds: float = Field(default=3600.0, ge=0)
+    #: Open payments handed to the verifier per reconcile tick (the least recently scanned
+    #: first; every open payment takes its turn).
+    reconcile_batch: int = Field(default=500, ge=1, le=100_000)
+
+    @field_validator("merchant_wallet", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _merchant_wallet_outside_development(self) -> Self:
+        if self.merchant_wallet is None and not self.development:
+            raise ValueError(
+                "MERCHANT_WALLET must be set (the wallet payments are paid to); only"
+                " ENVIRONMENT=development falls back to a development address"
+            )
+        return self
+
+    def merchant(self, fee_payer: str | None) -> str:
+        """Where payments go: MERCHANT_WALLET; in development, else the fee payer's own
+        address, else the development address."""
+        return self.merchant_wallet or fee_payer or DEV_MERCHANT_WALLET
