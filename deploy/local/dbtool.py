@@ -512,11 +512,17 @@ async def data_lost_by(db: Database, migration: Migration) -> list[str]:
                     losses.append(f"table {table} ({row['n']} rows)")
         elif match := _DROP_COLUMN.match(body):
             table, column = match[1], match[2]
-            if await db.fetch_one(
-                "SELECT 1 FROM pragma_table_info(?) WHERE name = ?", [table, column]
-            ):
+            info = await db.fetch_one(
+                "SELECT dflt_value FROM pragma_table_info(?) WHERE name = ?", [table, column]
+            )
+            if info:
+                # A value equal to the column's default comes back as it was when the column is
+                # added again: only the others are lost.
+                default = info["dflt_value"]
+                differs = f' AND "{column}" IS NOT ({default})' if default is not None else ""
                 row = await db.fetch_one(
-                    f'SELECT count(*) AS n FROM "{table}" WHERE "{column}" IS NOT NULL'  # noqa: S608
+                    f'SELECT count(*) AS n FROM "{table}"'  # noqa: S608 - names from our schema
+                    f' WHERE "{column}" IS NOT NULL{differs}'
                 )
                 if row and int(row["n"]):
                     losses.append(f"column {table}.{column} ({row['n']} values)")

@@ -73,3 +73,18 @@ SSE_STREAMS_OPEN = Gauge(
     "axiom_sse_streams_open",
     "Server-Sent Events streams currently open on this replica",
 )
+PAYMENT_RECEIPTS = Counter(
+    "axiom_payment_receipts_total",
+    "Receipts counted: finalized transactions that paid a payment (stored once each)",
+)
+PAYMENT_OBSERVATIONS = Counter(
+    "axiom_payment_observations_total",
+    "Transactions carrying a payment's reference that are not receipts, by reason"
+    " (they never change a status)",
+    ["reason"],
+)
+RECONCILE_LAG_SECONDS = Gauge(
+    "axiom_reconcile_lag_seconds",
+    "Of every open payment, the longest time since its reference was last scanned on chain"
+    " (since its creation when never scanned)",
+)

@@ -44,8 +44,9 @@ PAYMOB_TRANSACTION_SUBJECT = "webhooks.paymob.{transaction_id}"
 PAYMOB_TRANSACTION_ALL = "webhooks.paymob.>"
 #: `verify.candidates.<source>.<payment_id>`: manual and reconcile hints (VerificationRequested).
 VERIFY_CANDIDATE_SUBJECT = "verify.candidates.{source}.{payment_id}"
-#: `verify.verdicts.<payment_id>`: the verifier's findings (PaymentVerdict), for payments.
-VERDICT_SUBJECT = "verify.verdicts.{payment_id}"
+#: `verify.findings.<payment_id>`: what the verifier read on chain (PaymentFindings: receipts
+#: and observations), for payments.
+FINDINGS_SUBJECT = "verify.findings.{payment_id}"
 #: `dlq.<stream>.<consumer>`: messages a consumer gave up on, with the reason in headers.
 DEAD_LETTER_SUBJECT = "dlq.{stream}.{consumer}"
 
@@ -151,7 +152,7 @@ VERIFICATION = StreamSpec(
     subjects=("verify.>",),
     max_age=7 * DAY,
     duplicate_window=600.0,
-    description="candidates to verify on chain, and the verifier's verdicts",
+    description="candidates to verify on chain, and the verifier's findings",
 )
 
 STREAMS: tuple[StreamSpec, ...] = (PAYMENT_EVENTS, WEBHOOKS, VERIFICATION, DEAD_LETTERS)
@@ -177,11 +178,11 @@ VERIFIER_WEBHOOKS = ConsumerSpec(
     ack_wait=30.0,
     retry_delays=CHAIN_RETRY_DELAYS,
 )
-#: Payments replicas share the verdicts; each verdict is applied by conditional UPDATEs.
-PAYMENTS_VERDICTS = ConsumerSpec(
+#: Payments replicas share the findings; each is applied by conditional UPDATEs.
+PAYMENTS_FINDINGS = ConsumerSpec(
     stream=VERIFICATION.name,
-    durable="payments-verdicts",
-    filter_subject="verify.verdicts.>",
+    durable="payments-findings",
+    filter_subject="verify.findings.>",
     max_deliver=10,
     ack_wait=30.0,
 )

@@ -40,8 +40,7 @@ async def fill_payments(db: Database) -> None:
         {"status": "pending"},
         {"status": "verified", "tx_signature": "sig-verified"},
         {"status": "provisioned", "tx_signature": "sig-provisioned", "finalized_at": NOW},
-        {"status": "failed", "tx_signature": "sig-failed", "failure_reason": "underpaid",
-         "received_lamports": 10},
+        {"status": "failed", "failure_reason": "cancelled", "received_lamports": 10},
         {"status": "expired"},
     ]  # fmt: skip
     for n, extra in enumerate(rows):
@@ -51,6 +50,7 @@ async def fill_payments(db: Database) -> None:
             "user_id": f"user-{n}",
             "reference_key": f"ref-{n}",
             "amount_lamports": 100_000_000 + n,
+            "received_lamports": 0,
             "recipient": "merchant",
             "expires_at": NOW,
             "created_at": NOW,
@@ -467,8 +467,16 @@ async def test_migrate_down_and_up_keeps_payments_and_bookings(var: Path) -> Non
     assert await rows_of(payments, "payments", PAYMENT_COLUMNS) == before_payments
 
     # The bookings DB keeps agent_transactions at every version; going below 2 would drop the
-    # payment_provider column, which holds a value in every row: refused, nothing changed.
-    with pytest.raises(DbToolError, match=r"agent_transactions\.payment_provider \(2 values\)"):
+    # payment_provider column, where one row holds something else than the default: refused,
+    # nothing changed.
+    db = await open_database(bookings.url)
+    try:
+        await db.execute(
+            "UPDATE agent_transactions SET payment_provider = 'paymob' WHERE id = 'legacy-2'"
+        )
+    finally:
+        await db.close()
+    with pytest.raises(DbToolError, match=r"agent_transactions\.payment_provider \(1 values\)"):
         await dbtool.migrate_down_target(bookings, 1, say=said.append)
     assert await versions_of(bookings) == head["bookings"]
     reverted = await dbtool.migrate_down_target(bookings, 2, say=said.append)

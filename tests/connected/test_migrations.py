@@ -242,3 +242,56 @@ async def test_bookings_migration_keeps_legacy_rows(tmp_path: Path) -> None:
             await db.execute("UPDATE agent_transactions SET paymob_order_id = '7' WHERE id = 'tx1'")
     finally:
         await db.close()
+
+
+async def test_receipts_migration_gives_counted_payments_their_receipt(tmp_path: Path) -> None:
+    """0005: payments counted before receipts existed get a receipt from `tx_signature`;
+    money owed back shows as `refund_due_lamports`; a failed payment's counted transaction
+    becomes a receipt (owed back), and the way down puts it back."""
+    db = await open_database(f"file:{tmp_path / 'payments.db'}")
+    try:
+        await migrate(db, payments_migrations(), target=4)
+        await insert_payment(
+            db, 1, status="provisioned", tx_signature="sig-1", received_lamports=1500
+        )
+        await insert_payment(db, 2, status="verified", tx_signature="sig-2", received_lamports=1000)
+        await insert_payment(
+            db, 3, status="failed", tx_signature="sig-3", received_lamports=400,
+            failure_reason="underpaid",
+        )  # fmt: skip
+        await insert_payment(db, 4, status="failed", failure_reason="wrong_recipient",
+                             tx_signature="sig-4", received_lamports=0)  # fmt: skip
+        await insert_payment(db, 5)
+        assert await migrate(db, payments_migrations()) == [5]
+        receipts = await db.fetch_all(
+            "SELECT p.public_id, r.signature, r.amount_lamports FROM receipts r"
+            " JOIN payments p ON p.id = r.payment_id ORDER BY p.id"
+        )
+        assert [(r["signature"], r["amount_lamports"]) for r in receipts] == [
+            ("sig-1", 1500),
+            ("sig-2", 1000),
+            ("sig-3", 400),
+        ]
+        rows = await db.fetch_all(
+            "SELECT status, tx_signature, received_lamports, refund_due_lamports FROM payments"
+            " ORDER BY id"
+        )
+        assert [tuple(r.values()) for r in rows] == [
+            ("provisioned", "sig-1", 1500, 500),
+            ("verified", "sig-2", 1000, 0),
+            ("failed", None, 400, 400),
+            ("failed", None, 0, 0),
+            ("pending", None, 0, 0),
+        ]
+        # One transaction counts once, for one payment.
+        with pytest.raises(IntegrityError):
+            await db.execute(
+                "INSERT INTO receipts (payment_id, signature, slot, position, amount_lamports,"
+                " block_time, source, recorded_at) VALUES (5, 'sig-1', 1, 0, 1, ?, 'test', ?)",
+                [NOW, NOW],
+            )
+        assert await migrate_down(db, payments_migrations(), target=4) == [5]
+        rows = await db.fetch_all("SELECT tx_signature FROM payments ORDER BY id")
+        assert [r["tx_signature"] for r in rows] == ["sig-1", "sig-2", "sig-3", None, None]
+    finally:
+        await db.close()

@@ -144,7 +144,7 @@ async def test_one_id_follows_a_payment_and_no_secret_is_logged(
     ]
     events = [r["event"] for _, r in about_payment]
     assert "payment created" in events
-    assert "verdict" in events
+    assert "findings" in events
     assert "status change fanned out" in events
 
     # 2. No secret value anywhere in any service's output, nor in the error body.

@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from importlib.resources import files
 
 from aiohttp import web
 from solana.rpc.async_api import AsyncClient
+from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
-from axiom_payments import store
+from axiom_payments import ledger
 from axiom_payments.catalog import Catalog, load_catalog
 from axiom_payments.creation import Creator
 from axiom_payments.lifecycle import Lifecycle
 from axiom_payments.outbox import OutboxRelay
 from axiom_payments.scheduler import Scheduler
-from axiom_payments.settings import DEV_MERCHANT_WALLET, PaymentsSettings
+from axiom_payments.settings import PaymentsSettings
 from axiom_payments.solana_pay import load_keypair
 from axiom_shared.db import Database
 from axiom_shared.errors import not_found
@@ -32,7 +33,7 @@ from axiom_shared.schemas import (
     GetPaymentResult,
     MatchPaymentsInput,
     MatchPaymentsResult,
-    PaymentVerdict,
+    PaymentFindings,
 )
 from axiom_shared.service import (
     add_readiness_check,
@@ -45,9 +46,9 @@ from axiom_shared.settings import secret_value
 from axiom_shared.topology import (
     PAYMENTS_CATALOG,
     PAYMENTS_CREATE,
+    PAYMENTS_FINDINGS,
     PAYMENTS_GET,
     PAYMENTS_MATCH,
-    PAYMENTS_VERDICTS,
 )
 
 log = get_logger(__name__)
@@ -61,15 +62,18 @@ def payments_migrations() -> list[Migration]:
     return load_migrations(files("axiom_payments") / "migrations")
 
 
+def merchant_keys(settings: PaymentsSettings) -> tuple[str, Keypair | None]:
+    """Where payments are paid to, and the merchant's fee-payer key when it has one."""
+    key = secret_value(settings.solana_private_key)
+    fee_payer = load_keypair(key) if key else None
+    return settings.merchant(str(fee_payer.pubkey()) if fee_payer else None), fee_payer
+
+
 def create_app(settings: PaymentsSettings) -> web.Application:
     app = create_service_app(settings)
     # Read at start-up: a bad catalogue or key stops the service before it takes any work.
     app[catalog_key] = load_catalog(settings.catalog_path)
-    key = secret_value(settings.solana_private_key)
-    fee_payer = load_keypair(key) if key else None
-    merchant = settings.merchant_wallet or (
-        str(fee_payer.pubkey()) if fee_payer else DEV_MERCHANT_WALLET
-    )
+    merchant, fee_payer = merchant_keys(settings)
     app.cleanup_ctx.append(
         database_context(
             payments_db_key,
@@ -97,11 +101,11 @@ def create_app(settings: PaymentsSettings) -> web.Application:
         )
 
         async def get_payment(request: GetPaymentInput) -> GetPaymentResult:
-            row = await store.get_payment(db, request.payment_id)
+            row = await ledger.get_payment(db, request.payment_id)
             if row is None:
                 raise not_found("payment")
             return GetPaymentResult(
-                payment=store.to_view(row), correlation_id=row["correlation_id"]
+                payment=row.view(), correlation_id=row.correlation_id, scan_cursor=row.scan_cursor
             )
 
         async def get_catalog(_request: GetCatalogInput) -> GetCatalogResult:
@@ -111,37 +115,40 @@ def create_app(settings: PaymentsSettings) -> web.Application:
             return await creator.create(request)
 
         async def match_payments(request: MatchPaymentsInput) -> MatchPaymentsResult:
-            since = datetime.now(UTC) - timedelta(seconds=settings.expired_lookback_seconds)
-            rows = await store.open_payments_by_reference(db, list(request.references), since)
+            # Every status: a transaction naming two of our payments pays neither, and money
+            # sent to a finished payment is still recorded (owed back).
+            rows = await ledger.payments_by_reference(db, list(dict.fromkeys(request.references)))
             return MatchPaymentsResult(
-                payments=[store.to_view(row) for row in rows],
+                payments=[row.view() for row in rows],
                 correlation_ids={
-                    row["public_id"]: row["correlation_id"] for row in rows if row["correlation_id"]
+                    row.public_id: row.correlation_id for row in rows if row.correlation_id
                 },
             )
 
-        lifecycle = Lifecycle(db=db, relay=relay, catalog=app[catalog_key])
-        verdicts = JetStreamConsumer(
+        lookback = timedelta(seconds=settings.expired_lookback_seconds)
+        lifecycle = Lifecycle(db=db, relay=relay, catalog=app[catalog_key], lookback=lookback)
+        findings = JetStreamConsumer(
             bus.nc,
             bus.js,
-            PAYMENTS_VERDICTS,
-            PaymentVerdict,
-            lifecycle.on_verdict,
+            PAYMENTS_FINDINGS,
+            PaymentFindings,
+            lifecycle.on_findings,
             concurrency=16,
         )
-        verdicts.start()
+        findings.start()
         scheduler = Scheduler(
             lifecycle,
             bus.js,
             interval=settings.reconcile_interval_seconds,
-            expired_lookback=timedelta(seconds=settings.expired_lookback_seconds),
+            expired_lookback=lookback,
+            reconcile_batch=settings.reconcile_batch,
         )
         scheduler.start()
 
         async def working() -> bool:
-            return verdicts.running
+            return findings.running
 
-        add_readiness_check(app, "verdicts", working)
+        add_readiness_check(app, "findings", working)
 
         service = await serve(
             bus.nc,
@@ -155,11 +162,16 @@ def create_app(settings: PaymentsSettings) -> web.Application:
             ],
             description="payments: create, status, catalogue",
         )
-        log.info("payments ready", merchant=merchant, fee_payer=bool(fee_payer))
+        log.info(
+            "payments ready",
+            merchant=merchant,
+            fee_payer=str(fee_payer.pubkey()) if fee_payer else None,
+            environment=settings.environment,
+        )
         yield
         await service.stop()
         await scheduler.stop()
-        await verdicts.stop(settings.shutdown_timeout)
+        await findings.stop(settings.shutdown_timeout)
         await relay.stop()
         await rpc.close()
 

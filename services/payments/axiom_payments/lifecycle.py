@@ -1,59 +1,56 @@
-"""The payment state machine: verdicts in, status changes and provisioning out.
+"""The payment state machine: findings in, status changes and provisioning out.
 
-Money rules enforced here:
-- every status change is ONE conditional UPDATE (`WHERE id = ? AND status = ? AND version =
-  ?`), so two racing deliveries can never both win; the loser re-reads and usually finds
-  nothing left to do;
-- the status event (and the `provisioned` event) is written to the outbox in the same
-  transaction, guarded by `changes() = 1`: an event exists exactly when its change happened;
-- provisioning inserts the entitlement (UNIQUE per payment) in that same transaction: done
-  twice is impossible, whatever is redelivered or retried;
-- `tx_signature` is UNIQUE: one transaction can pay one payment only.
+Money rules enforced here (the SQL is in `ledger`, the arithmetic in `accounting`):
+- a status follows from receipts only, in chain order; an observation (a transaction that
+  carries the reference but is not a receipt) never moves one, so whoever reads a reference
+  on chain cannot fail or hold up someone else's payment;
+- a receipt is stored once (`receipts.signature` UNIQUE across payments): one transaction
+  counts once, for one payment, whatever is redelivered or raced;
+- every change is one conditional UPDATE with its audit row and outbox event
+  (`ledger.record_change`); a writer that lost a race re-reads and decides again;
+- provisioning inserts the entitlement (UNIQUE per payment) in the same batch as the change
+  to `provisioned`: done twice is impossible.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
 
 from nats.aio.msg import Msg
 
-from axiom_payments import store
+from axiom_payments import ledger
+from axiom_payments.accounting import COMPLETED, completion_deadline, refund_due, settle
 from axiom_payments.catalog import Catalog
-from axiom_payments.events import provisioned_event, status_event
-from axiom_payments.outbox import OutboxRelay, outbox_insert
+from axiom_payments.events import provisioned_event
+from axiom_payments.ledger import PaymentRow, ReceiptRow
+from axiom_payments.outbox import OutboxRelay
 from axiom_shared.db import Database, IntegrityError, Statement
-from axiom_shared.logging import current_correlation_id, get_logger
-from axiom_shared.metrics import PAYMENT_OUTCOMES, WEBHOOK_DELAY_SECONDS
+from axiom_shared.logging import get_logger
+from axiom_shared.metrics import (
+    PAYMENT_OBSERVATIONS,
+    PAYMENT_OUTCOMES,
+    PAYMENT_RECEIPTS,
+    WEBHOOK_DELAY_SECONDS,
+)
 from axiom_shared.nats import PermanentError
 from axiom_shared.schemas import (
     ChangeSource,
+    Observation,
+    ObservationReason,
+    PaymentFindings,
     PaymentProvisioned,
     PaymentStatus,
-    PaymentStatusChanged,
-    PaymentVerdict,
-    PaymentView,
-    VerdictOutcome,
 )
 
 log = get_logger(__name__)
 
-OPEN = frozenset({PaymentStatus.PENDING, PaymentStatus.EXPIRED})
-ExtraStatements = Callable[[dict[str, Any], PaymentView, datetime], list[Statement]]
+P = PaymentStatus
+ATTEMPTS = 10
 
-
-def guarded(stmt: Statement) -> Statement:
-    """`INSERT ... VALUES (...)` → `INSERT ... SELECT ... WHERE changes() = 1`: runs only when
-    the statement before it (the conditional UPDATE, or a guarded insert) changed a row."""
-    assert not isinstance(stmt, str)
-    sql, args = stmt
-    head, _, values = sql.partition(" VALUES ")
-    values = values.split(" ON CONFLICT")[0].strip()
-    if not (values.startswith("(") and values.endswith(")")):
-        raise ValueError(f"not a single-row INSERT ... VALUES: {sql}")
-    return (f"{head} SELECT {values[1:-1]} WHERE changes() = 1", args)
+Make = Callable[[PaymentRow, datetime], PaymentRow | None]
+Extra = Callable[[PaymentRow, PaymentRow, datetime], list[Statement]]
 
 
 @dataclass
@@ -61,202 +58,248 @@ class Lifecycle:
     db: Database
     relay: OutboxRelay
     catalog: Catalog
+    #: Late receipts still complete an expired payment this long after its expiry.
+    lookback: timedelta
 
-    async def transition(
+    async def commit(
+        self,
+        old: PaymentRow,
+        new: PaymentRow,
+        *,
+        source: ChangeSource,
+        reason: str | None = None,
+        extra: Sequence[Statement] = (),
+        after: Sequence[Statement] = (),
+    ) -> bool:
+        """Write one change (and `after`, statements that belong with it but outside the
+        guarded chain); False when another writer changed the payment first."""
+        statements = ledger.record_change(old, new, source=source, reason=reason, extra=extra)
+        results = await self.db.batch([*statements, *after])
+        if results[0].rows_affected != 1:
+            return False
+        self.relay.kick()
+        if new.status != old.status:
+            log.info(
+                "payment status changed",
+                payment_id=new.public_id,
+                from_status=old.status.value,
+                to_status=new.status.value,
+                source=source.value,
+                reason=reason,
+            )
+            if new.status in (P.PROVISIONED, P.FAILED, P.EXPIRED):
+                PAYMENT_OUTCOMES.labels(outcome=new.status.value, reason=reason or "").inc()
+        return True
+
+    async def move(
         self,
         public_id: str,
         *,
         allowed: frozenset[PaymentStatus],
-        to: PaymentStatus,
         source: ChangeSource,
-        reason: str | None = None,
-        fields: dict[str, Any] | None = None,
-        extra: ExtraStatements | None = None,
-    ) -> PaymentView | None:
-        """Move the payment to `to` if it is in `allowed`; None when it is not (any more)."""
-        fields = fields or {}
-        for _ in range(10):
-            row = await store.get_payment(self.db, public_id)
-            if row is None or row["status"] not in allowed:
+        reason: str | None,
+        make: Make,
+        extra: Extra | None = None,
+    ) -> PaymentRow | None:
+        """Change the payment with `make` if it is in `allowed`; None when it is not (any
+        more), or when `make` finds nothing to change."""
+        for _ in range(ATTEMPTS):
+            row = await ledger.get_payment(self.db, public_id)
+            if row is None or row.status not in allowed:
                 return None
             now = datetime.now(UTC)
-            version = int(row["version"])
-            new_row = {**row, **fields, "status": to.value, "version": version + 1}
-            new_row["updated_at"] = store.iso(now)
-            view = store.to_view(new_row)
-            event = PaymentStatusChanged(
-                payment=view,
-                previous_status=PaymentStatus(row["status"]),
-                source=source,
-                reason=reason,
-            )
-            assignments = "".join(f", {column} = ?" for column in fields)
-            statements: list[Statement] = [
-                (
-                    f"UPDATE payments SET status = ?, version = ?, updated_at = ?{assignments}"  # noqa: S608
-                    " WHERE id = ? AND status = ? AND version = ?",
-                    [
-                        to.value,
-                        version + 1,
-                        store.iso(now),
-                        *fields.values(),
-                        row["id"],
-                        row["status"],
-                        version,
-                    ],
-                )
-            ]
-            statements += [guarded(s) for s in (extra(row, view, now) if extra else [])]
-            statements.append(guarded(outbox_insert(status_event(event))))
-            statements.append(
-                guarded(
-                    store.audit_insert(
-                        public_id,
-                        row["status"],
-                        to.value,
-                        version + 1,
-                        reason,
-                        source.value,
-                        current_correlation_id(),
-                        now,
-                    )
-                )
-            )
-            results = await self.db.batch(statements)
-            if results[0].rows_affected == 1:
-                self.relay.kick()
-                log.info(
-                    "payment status changed",
-                    payment_id=public_id,
-                    from_status=row["status"],
-                    to_status=to.value,
-                    source=source.value,
-                    reason=reason,
-                )
-                if to in (PaymentStatus.PROVISIONED, PaymentStatus.FAILED, PaymentStatus.EXPIRED):
-                    PAYMENT_OUTCOMES.labels(outcome=to.value, reason=reason or "").inc()
-                return view
+            new = make(row, now)
+            if new is None:
+                return None
+            statements = extra(row, new, now) if extra else []
+            if await self.commit(row, new, source=source, reason=reason, extra=statements):
+                return new
             # Someone changed it between our read and our write: read again and re-decide.
         raise RuntimeError(f"payment {public_id} kept changing; will retry")
 
-    async def on_verdict(self, verdict: PaymentVerdict, _msg: Msg) -> None:
-        row = await store.get_payment(self.db, verdict.payment_id)
-        if row is None:
-            raise PermanentError(f"verdict for unknown payment {verdict.payment_id}")
-        status = PaymentStatus(row["status"])
-        outcome = verdict.outcome
-        if outcome == VerdictOutcome.VERIFIED and not _pays_in_full(verdict, row):
-            # The verifier decides, but money moves only on a verdict that shows it: a
-            # signature and at least the amount asked. Anything else is a bug or a forgery.
-            raise PermanentError(
-                f"verified verdict without a signature paying {row['amount_lamports']} lamports"
-            )
-        if outcome == VerdictOutcome.VERIFIED:
-            if status in OPEN:
-                await self._verified(verdict)
-            elif verdict.signature != row["tx_signature"]:
-                # Paid again (or paid after failing): money to give back, never a second grant.
-                await self.note(verdict.payment_id, "additional_payment", any_status=True)
-            await self.provision(verdict.payment_id, verdict.source)
-        elif outcome in (VerdictOutcome.UNDERPAID, VerdictOutcome.WRONG_RECIPIENT):
+    # --- findings from the chain ---------------------------------------------------------
+
+    async def on_findings(self, findings: PaymentFindings, _msg: Msg) -> None:
+        for _ in range(ATTEMPTS):
+            row = await ledger.get_payment(self.db, findings.payment_id)
+            if row is None:
+                raise PermanentError(f"findings for unknown payment {findings.payment_id}")
             try:
-                await self.transition(
-                    verdict.payment_id,
-                    allowed=OPEN,
-                    to=PaymentStatus.FAILED,
-                    source=verdict.source,
-                    reason=outcome.value,
-                    fields={
-                        "failure_reason": outcome.value,
-                        "tx_signature": verdict.signature,
-                        "received_lamports": verdict.received_lamports,
-                        "finalized_at": store.iso(verdict.observed_at),
-                    },
-                )
+                done = await self._apply(row, findings)
             except IntegrityError:
-                await self.note(verdict.payment_id, "signature_already_used")
+                # A receipt was counted meanwhile, here (a racing delivery) or for another
+                # payment: read again; the next pass sees where it belongs.
+                continue
+            if done:
+                break
         else:
-            await self.note(verdict.payment_id, outcome.value)
-        if verdict.source == ChangeSource.WEBHOOK and verdict.candidate_at is not None:
-            delay = (datetime.now(UTC) - verdict.candidate_at).total_seconds()
+            raise RuntimeError(f"payment {findings.payment_id} kept changing; will retry")
+        await self.provision(findings.payment_id)
+        if findings.source == ChangeSource.WEBHOOK and findings.candidate_at is not None:
+            delay = (datetime.now(UTC) - findings.candidate_at).total_seconds()
             WEBHOOK_DELAY_SECONDS.labels(provider="helius").observe(max(delay, 0.0))
 
-    async def _verified(self, verdict: PaymentVerdict) -> None:
-        try:
-            await self.transition(
-                verdict.payment_id,
-                allowed=OPEN,
-                to=PaymentStatus.VERIFIED,
-                source=verdict.source,
-                fields={
-                    "tx_signature": verdict.signature,
-                    "received_lamports": verdict.received_lamports,
-                    "finalized_at": store.iso(verdict.observed_at),
-                    "last_check": None,
-                },
+    async def _apply(self, row: PaymentRow, findings: PaymentFindings) -> bool:
+        now = datetime.now(UTC)
+        existing = await ledger.receipts_of(self.db, row.id)
+        known = {receipt.signature for receipt in existing}
+        offered = {r.signature: r for r in findings.receipts if r.signature not in known}
+        owners = await ledger.receipt_owners(self.db, list(offered))
+        observations = list(findings.observations)
+        fresh: list[ReceiptRow] = []
+        for signature, receipt in offered.items():
+            if signature in owners:
+                # Already counted for another payment: it cannot pay this one too.
+                observations.append(
+                    Observation(
+                        signature=signature,
+                        reason=ObservationReason.SIGNATURE_ALREADY_COUNTED,
+                        slot=receipt.slot,
+                        amount_lamports=receipt.amount_lamports,
+                        payer=receipt.payer,
+                    )
+                )
+                continue
+            fresh.append(
+                ReceiptRow(
+                    signature=signature,
+                    slot=receipt.slot,
+                    position=receipt.position,
+                    amount_lamports=receipt.amount_lamports,
+                    payer=receipt.payer,
+                    block_time=receipt.block_time,
+                    source=findings.source.value,
+                )
             )
-        except IntegrityError:
-            # This transaction already paid another payment (two references in one
-            # transaction, or a signature offered twice): it cannot pay this one too.
-            await self.note(verdict.payment_id, "signature_already_used")
+        after: list[Statement] = [
+            ledger.observation_insert(row.id, obs, findings.source, now) for obs in observations
+        ]
+        if findings.scan_complete:
+            after.append(ledger.scan_recorded(row.id, findings.scanned_through, now))
+        if findings.check is not None:
+            after.append(
+                ledger.check_recorded(row.public_id, findings.check.value, now, only_open=True)
+            )
+        if not fresh:
+            if after:
+                await self.db.batch(after)
+            self._count(observations, [])
+            return True
+        new = self._counted(row, [*existing, *fresh], now, findings.observed_at)
+        reason = f"{len(fresh)} receipt(s): +{sum(r.amount_lamports for r in fresh)} lamports"
+        extra = [ledger.receipt_insert(row.id, receipt, now) for receipt in fresh]
+        if not await self.commit(
+            row, new, source=findings.source, reason=reason, extra=extra, after=after
+        ):
+            return False
+        self._count(observations, fresh)
+        log.info(
+            "receipts counted",
+            payment_id=row.public_id,
+            receipts=[r.signature for r in fresh],
+            received_lamports=new.received_lamports,
+            refund_due_lamports=new.refund_due_lamports,
+            status=new.status.value,
+        )
+        return True
 
-    async def provision(self, public_id: str, source: ChangeSource) -> None:
+    def _counted(
+        self, row: PaymentRow, receipts: list[ReceiptRow], now: datetime, observed_at: datetime
+    ) -> PaymentRow:
+        """The payment once these are its receipts: what chain order says it is."""
+        settlement = settle(row.amount_lamports, receipts, completion_deadline(row, self.lookback))
+        status, paid_by = row.status, row.tx_signature
+        failure, finalized_at = row.failure_reason, row.finalized_at
+        crossing = settlement.crossing
+        if crossing is not None and status in (P.PENDING, P.EXPIRED):
+            if self.catalog.get(row.order_id) is None:
+                # Paid for something no longer sold: refused, and every lamport owed back.
+                status, failure = P.FAILED, "fulfilment_refused"
+            else:
+                status, paid_by, finalized_at = P.VERIFIED, crossing.signature, observed_at
+        elif crossing is not None and status in COMPLETED:
+            # A receipt earlier in chain order, delivered late, is the one that paid.
+            paid_by = crossing.signature
+        return ledger.changed(
+            row,
+            now,
+            status=status,
+            tx_signature=paid_by,
+            failure_reason=failure,
+            finalized_at=finalized_at,
+            received_lamports=settlement.received,
+            refund_due_lamports=refund_due(status, row.amount_lamports, settlement.received),
+            last_check=None if status != row.status else row.last_check,
+        )
+
+    @staticmethod
+    def _count(observations: list[Observation], receipts: list[ReceiptRow]) -> None:
+        for observation in observations:
+            PAYMENT_OBSERVATIONS.labels(reason=observation.reason.value).inc()
+        if receipts:
+            PAYMENT_RECEIPTS.inc(len(receipts))
+
+    # --- the other moves ---------------------------------------------------------------------
+
+    async def provision(self, public_id: str) -> None:
         """verified → provisioned: grant the item (one entitlement, ever) and say so."""
-        row = await store.get_payment(self.db, public_id)
-        if row is None or row["status"] != PaymentStatus.VERIFIED:
-            return
-        if self.catalog.get(row["order_id"]) is None:
-            await self.transition(
-                public_id,
-                allowed=frozenset({PaymentStatus.VERIFIED}),
-                to=PaymentStatus.FAILED,
-                source=ChangeSource.FULFILMENT,
-                reason="fulfilment_refused",
-                fields={"failure_reason": "fulfilment_refused"},
-            )
-            return
 
-        def grant(row: dict[str, Any], view: PaymentView, now: datetime) -> list[Statement]:
+        def grant(old: PaymentRow, new: PaymentRow, now: datetime) -> list[Statement]:
+            assert new.tx_signature is not None  # verified: the schema's CHECK holds it too
             provisioned = PaymentProvisioned(
-                payment_id=view.payment_id,
-                order_id=view.order_id,
-                user_id=row["user_id"],
-                tx_signature=row["tx_signature"],
-                amount_lamports=view.amount_lamports,
+                payment_id=new.public_id,
+                order_id=new.order_id,
+                user_id=new.user_id,
+                tx_signature=new.tx_signature,
+                amount_lamports=new.amount_lamports,
                 provisioned_at=now,
             )
             return [
-                (
-                    "INSERT INTO entitlements (payment_id, user_id, order_id, granted_at)"
-                    " VALUES (?, ?, ?, ?)",
-                    [row["id"], row["user_id"], row["order_id"], store.iso(now)],
+                ledger.entitlement_insert(new, now),
+                ledger.outbox_insert(
+                    provisioned_event(provisioned), new.correlation_id, guard=True
                 ),
-                outbox_insert(provisioned_event(provisioned)),
             ]
 
-        await self.transition(
+        await self.move(
             public_id,
-            allowed=frozenset({PaymentStatus.VERIFIED}),
-            to=PaymentStatus.PROVISIONED,
+            allowed=frozenset({P.VERIFIED}),
             source=ChangeSource.FULFILMENT,
+            reason=None,
+            make=lambda row, now: ledger.changed(row, now, status=P.PROVISIONED),
             extra=grant,
         )
 
-    async def note(self, public_id: str, check: str, *, any_status: bool = False) -> None:
-        """Record a check that changes no status (no version, no event)."""
-        condition = "" if any_status else " AND status IN ('pending', 'expired')"
-        await self.db.execute(
-            f"UPDATE payments SET last_check = ?, last_checked_at = ?"  # noqa: S608
-            f" WHERE public_id = ?{condition}",
-            [check, store.iso(datetime.now(UTC)), public_id],
+    async def expire(self, public_id: str, source: ChangeSource, reason: str) -> PaymentRow | None:
+        """pending → expired: what it received so far is owed back (unless late receipts
+        complete it within the lookback)."""
+        return await self.move(
+            public_id,
+            allowed=frozenset({P.PENDING}),
+            source=source,
+            reason=reason,
+            make=lambda row, now: ledger.changed(
+                row,
+                now,
+                status=P.EXPIRED,
+                refund_due_lamports=refund_due(
+                    P.EXPIRED, row.amount_lamports, row.received_lamports
+                ),
+            ),
         )
-        log.info("payment checked", payment_id=public_id, check=check)
 
-
-def _pays_in_full(verdict: PaymentVerdict, row: dict[str, Any]) -> bool:
-    received = verdict.received_lamports
-    return (
-        verdict.signature is not None
-        and received is not None
-        and received >= int(row["amount_lamports"])
-    )
+    async def cancel(self, public_id: str, reason: str) -> PaymentRow | None:
+        """pending|expired → failed, by an operator: never fulfilled, all it received owed."""
+        return await self.move(
+            public_id,
+            allowed=frozenset({P.PENDING, P.EXPIRED}),
+            source=ChangeSource.OPERATOR,
+            reason=reason,
+            make=lambda row, now: ledger.changed(
+                row,
+                now,
+                status=P.FAILED,
+                failure_reason="cancelled",
+                refund_due_lamports=row.received_lamports,
+            ),
+        )

@@ -3,9 +3,11 @@
 (`operator_actions`; a status change also lands in `payment_events` with source `operator`).
 
     axiom-ops payments list [--status pending] [--limit 50]
-    axiom-ops payments show PAYMENT_ID            # the payment and its whole audit trail
+    axiom-ops payments show PAYMENT_ID            # the payment, receipts, observations, audit
     axiom-ops payments reverify PAYMENT_ID [--signature SIG]
     axiom-ops payments expire PAYMENT_ID          # pending → expired, by hand
+    axiom-ops payments cancel PAYMENT_ID          # pending|expired → failed: never fulfilled
+    axiom-ops refunds [--limit 100]               # money owed back, with payers and signatures
     axiom-ops dlq list [--limit 50]
     axiom-ops dlq replay [--consumer NAME] [--limit 50]
 """
@@ -17,13 +19,13 @@ import asyncio
 import getpass
 import json
 import sys
-from datetime import UTC, datetime
+from datetime import timedelta
 from typing import Any
 
 from nats.aio.client import Client as NATS
 from nats.js.errors import NotFoundError
 
-from axiom_payments import store
+from axiom_payments import ledger
 from axiom_payments.app import payments_migrations
 from axiom_payments.catalog import load_catalog
 from axiom_payments.lifecycle import Lifecycle
@@ -55,17 +57,8 @@ async def ops_nats(settings: PaymentsSettings) -> NATS:
 
 
 async def record(db: Database, action: str, target: str | None, details: dict[str, Any]) -> None:
-    await db.execute(
-        "INSERT INTO operator_actions (action, target, details, actor, correlation_id,"
-        " created_at) VALUES (?, ?, ?, ?, ?, ?)",
-        [
-            action,
-            target,
-            json.dumps(details, default=str),
-            getpass.getuser(),
-            current_correlation_id(),
-            store.iso(datetime.now(UTC)),
-        ],
+    await ledger.operator_action(
+        db, action, target, details, getpass.getuser(), current_correlation_id()
     )
 
 
@@ -76,6 +69,16 @@ async def run(args: argparse.Namespace, settings: PaymentsSettings) -> int:
         await migrate(db, payments_migrations())
         if args.area == "payments":
             return await payments_command(args, settings, db)
+        if args.area == "refunds":
+            out(
+                {
+                    "payments": await ledger.refunds_due(db, args.limit),
+                    # Transactions that named two of our payments paid neither: owed once each.
+                    "ambiguous_transactions": await ledger.ambiguous_credits(db, args.limit),
+                }
+            )
+            await record(db, "refunds.list", None, {})
+            return 0
         return await dlq_command(args, settings, db)
     finally:
         await db.close()
@@ -86,20 +89,26 @@ async def payments_command(
 ) -> int:
     if args.command == "list":
         where, params = ("status = ?", [args.status]) if args.status else ("1 = 1", [])
-        ids = await store.public_ids(db, where, params, args.limit)
-        rows = [await store.get_payment(db, pid) for pid in ids]
-        out([store.to_view(r).model_dump(mode="json") for r in rows if r is not None])
+        ids = await ledger.public_ids(db, where, params, args.limit)
+        rows = [await ledger.get_payment(db, pid) for pid in ids]
+        out([r.view().model_dump(mode="json") for r in rows if r is not None])
         return 0
-    row = await store.get_payment(db, args.payment_id)
+    row = await ledger.get_payment(db, args.payment_id)
     if row is None:
         sys.stderr.write(f"no payment {args.payment_id}\n")
         return 2
     if args.command == "show":
         out(
             {
-                "payment": store.to_view(row).model_dump(mode="json"),
-                "user_id": row["user_id"],
-                "audit_trail": await store.audit_trail(db, args.payment_id),
+                "payment": row.view().model_dump(mode="json"),
+                "user_id": row.user_id,
+                "scanned_at": row.scanned_at,
+                "receipts": [
+                    {**vars(r), "amount_lamports": str(r.amount_lamports)}
+                    for r in await ledger.receipts_of(db, row.id)
+                ],
+                "observations": await ledger.observations_of(db, row.id),
+                "audit_trail": await ledger.audit_trail(db, args.payment_id),
             }
         )
         await record(db, "payments.show", args.payment_id, {})
@@ -121,22 +130,29 @@ async def payments_command(
             await record(db, "payments.reverify", args.payment_id, {"signature": args.signature})
             out({"queued": True, "payment_id": args.payment_id})
             return 0
-        # expire
         relay = OutboxRelay(db, js)
-        lifecycle = Lifecycle(db=db, relay=relay, catalog=load_catalog(settings.catalog_path))
-        view = await lifecycle.transition(
-            args.payment_id,
-            allowed=frozenset({PaymentStatus.PENDING}),
-            to=PaymentStatus.EXPIRED,
-            source=ChangeSource.OPERATOR,
-            reason="expired by an operator",
+        lifecycle = Lifecycle(
+            db=db,
+            relay=relay,
+            catalog=load_catalog(settings.catalog_path),
+            lookback=timedelta(seconds=settings.expired_lookback_seconds),
         )
-        await record(db, "payments.expire", args.payment_id, {"changed": view is not None})
+        if args.command == "expire":
+            changed = await lifecycle.expire(
+                args.payment_id, ChangeSource.OPERATOR, "expired by an operator"
+            )
+            wanted = "pending"
+        else:
+            changed = await lifecycle.cancel(args.payment_id, "cancelled by an operator")
+            wanted = "pending or expired"
+        await record(
+            db, f"payments.{args.command}", args.payment_id, {"changed": changed is not None}
+        )
         await relay.flush()
-        if view is None:
-            sys.stderr.write(f"{args.payment_id} is {row['status']}, not pending: unchanged\n")
+        if changed is None:
+            sys.stderr.write(f"{args.payment_id} is {row.status.value}, not {wanted}: unchanged\n")
             return 1
-        out(view.model_dump(mode="json"))
+        out(changed.view().model_dump(mode="json"))
         return 0
     finally:
         await nc.close()
@@ -205,16 +221,18 @@ async def dlq_command(args: argparse.Namespace, settings: PaymentsSettings, db: 
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="axiom-ops", description=__doc__.split("\n\n")[0])
     areas = top.add_subparsers(dest="area", required=True)
-    payments = areas.add_parser("payments", help="list, show, re-verify or expire payments")
+    payments = areas.add_parser("payments", help="list, show, re-verify, expire or cancel payments")
     commands = payments.add_subparsers(dest="command", required=True)
     listing = commands.add_parser("list")
     listing.add_argument("--status", choices=[s.value for s in PaymentStatus])
     listing.add_argument("--limit", type=int, default=50)
-    for name in ("show", "expire"):
+    for name in ("show", "expire", "cancel"):
         commands.add_parser(name).add_argument("payment_id")
     reverify = commands.add_parser("reverify")
     reverify.add_argument("payment_id")
     reverify.add_argument("--signature")
+    refunds = areas.add_parser("refunds", help="money owed back: payers and signatures")
+    refunds.add_argument("--limit", type=int, default=100)
     dlq = areas.add_parser("dlq", help="dead letters: list or replay")
     dlq_commands = dlq.add_subparsers(dest="command", required=True)
     for name in ("list", "replay"):

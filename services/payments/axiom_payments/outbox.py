@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from datetime import UTC, datetime
 
 from nats.js import JetStreamContext
 
+from axiom_payments import ledger
 from axiom_payments.events import OutgoingEvent, deliver
-from axiom_shared.db import Database, Statement
-from axiom_shared.logging import bind_correlation_id, current_correlation_id, get_logger
+from axiom_shared.db import Database
+from axiom_shared.logging import bind_correlation_id, get_logger
 from axiom_shared.schemas import PaymentProvisioned, PaymentStatusChanged
 from axiom_shared.schemas.base import Message
 
@@ -28,21 +28,6 @@ _TYPES: dict[str, type[Message]] = {
     PaymentStatusChanged.SCHEMA: PaymentStatusChanged,
     PaymentProvisioned.SCHEMA: PaymentProvisioned,
 }
-
-
-def outbox_insert(outgoing: OutgoingEvent) -> Statement:
-    """The statement that queues `outgoing`; put it in the same batch as the change."""
-    return (
-        "INSERT INTO outbox (subject, msg_id, payload, correlation_id, created_at)"
-        " VALUES (?, ?, ?, ?, ?) ON CONFLICT (msg_id) DO NOTHING",
-        [
-            outgoing.subject,
-            outgoing.msg_id,
-            outgoing.event.to_bytes().decode(),
-            current_correlation_id(),
-            datetime.now(UTC).isoformat(),
-        ],
-    )
 
 
 class OutboxRelay:
@@ -71,10 +56,7 @@ class OutboxRelay:
         """Publish every queued row; returns how many were published."""
         published = 0
         while True:
-            rows = await self._db.fetch_all(
-                "SELECT id, subject, msg_id, payload, correlation_id FROM outbox"
-                " ORDER BY id LIMIT 200"
-            )
+            rows = await ledger.queued_events(self._db, 200)
             if not rows:
                 return published
             # Subjects are per payment: one payment's events go out in order, payments in
@@ -82,23 +64,22 @@ class OutboxRelay:
             by_subject: dict[str, list[dict[str, object]]] = {}
             for row in rows:
                 by_subject.setdefault(str(row["subject"]), []).append(row)
-            done: list[object] = []
+            done: list[int] = []
             results = await asyncio.gather(
                 *(self._publish_in_order(g, done) for g in by_subject.values()),
                 return_exceptions=True,
             )
             if done:
-                marks = ", ".join("?" for _ in done)
-                await self._db.execute(f"DELETE FROM outbox WHERE id IN ({marks})", done)  # noqa: S608
+                await ledger.delete_events(self._db, done)
                 published += len(done)
             errors = [r for r in results if isinstance(r, BaseException)]
             if errors:
                 raise errors[0]
 
-    async def _publish_in_order(self, group: list[dict[str, object]], done: list[object]) -> None:
+    async def _publish_in_order(self, group: list[dict[str, object]], done: list[int]) -> None:
         for row in group:
             await self._publish(row)
-            done.append(row["id"])
+            done.append(int(str(row["id"])))
 
     async def _publish(self, row: dict[str, object]) -> None:
         raw = str(row["payload"]).encode()

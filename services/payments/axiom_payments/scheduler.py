@@ -1,12 +1,16 @@
 """Periodic work of the payments service, safe with any number of replicas:
 
 - expiry sweeper: pending payments past `expires_at` → `expired` (a conditional UPDATE each);
-- reconcile: every pending payment, and every payment expired within the lookback, is handed
-  to the verifier to scan its reference on chain. Helius drops events after a few retries;
-  this loop is what guarantees that nothing paid is missed. Candidates carry a msg id per
-  payment and interval, so replicas scheduling the same scan publish it once;
+- reconcile: every open payment (`ledger.OPEN_SQL`) is handed to the verifier to scan its
+  reference on chain. Helius drops events after a few retries; this loop is what guarantees
+  that nothing paid is missed. It is a round robin over all of them (the payments whose scan
+  was asked for longest ago go first), not a first-N window: no number of unpaid payments can
+  keep a paid one from being scanned. Candidates carry a msg id per payment and interval, so
+  replicas scheduling the same scan publish it once;
 - fulfilment catch-up: a payment left `verified` (the service died between the two steps)
-  is provisioned.
+  is provisioned;
+- the reconcile lag: of every open payment, the longest time since its last complete scan
+  (`axiom_reconcile_lag_seconds`, alerted on in deploy/prometheus/alerts.yml).
 """
 
 from __future__ import annotations
@@ -17,15 +21,17 @@ from datetime import UTC, datetime, timedelta
 
 from nats.js import JetStreamContext
 
-from axiom_payments import store
+from axiom_payments import ledger
 from axiom_payments.lifecycle import Lifecycle
 from axiom_shared.logging import get_logger
+from axiom_shared.metrics import RECONCILE_LAG_SECONDS
 from axiom_shared.nats import publish_event
-from axiom_shared.schemas import ChangeSource, PaymentStatus, VerificationRequested
+from axiom_shared.schemas import ChangeSource, VerificationRequested
 from axiom_shared.topology import VERIFY_CANDIDATE_SUBJECT
 
 log = get_logger(__name__)
 
+#: Most payments expired or provisioned per tick (the next tick takes the rest).
 BATCH = 1000
 
 
@@ -37,6 +43,7 @@ class Scheduler:
         *,
         interval: float,
         expired_lookback: timedelta,
+        reconcile_batch: int = 500,
         stuck_after: timedelta = timedelta(seconds=10),
     ) -> None:
         self._lifecycle = lifecycle
@@ -44,6 +51,7 @@ class Scheduler:
         self._js = js
         self._interval = interval
         self._lookback = expired_lookback
+        self._reconcile_batch = reconcile_batch
         self._stuck_after = stuck_after
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -71,46 +79,40 @@ class Scheduler:
         await self.expire(now)
         await self.catch_up(now)
         await self.reconcile(now)
+        await self.measure_lag(now)
 
     async def expire(self, now: datetime) -> int:
-        due = await store.public_ids(
-            self._db, "status = 'pending' AND expires_at < ?", [store.iso(now)], BATCH
-        )
         expired = 0
-        for public_id in due:
-            view = await self._lifecycle.transition(
-                public_id,
-                allowed=frozenset({PaymentStatus.PENDING}),
-                to=PaymentStatus.EXPIRED,
-                source=ChangeSource.SWEEPER,
-                reason="expired",
-            )
-            expired += view is not None
+        for public_id in await ledger.due_for_expiry(self._db, now, BATCH):
+            row = await self._lifecycle.expire(public_id, ChangeSource.SWEEPER, "expired")
+            expired += row is not None
         return expired
 
     async def catch_up(self, now: datetime) -> None:
-        stuck = await store.public_ids(
-            self._db,
-            "status = 'verified' AND updated_at < ?",
-            [store.iso(now - self._stuck_after)],
-            BATCH,
-        )
-        for public_id in stuck:
-            await self._lifecycle.provision(public_id, ChangeSource.SWEEPER)
+        for public_id in await ledger.stuck_verified(self._db, now - self._stuck_after, BATCH):
+            await self._lifecycle.provision(public_id)
 
     async def reconcile(self, now: datetime) -> int:
-        open_ids = await store.public_ids(
+        # Each open payment at most once per interval; those asked for longest ago first.
+        due = await ledger.claim_for_scan(
             self._db,
-            "status = 'pending' OR (status = 'expired' AND expires_at > ?)",
-            [store.iso(now - self._lookback)],
-            BATCH,
+            open_since=now - self._lookback,
+            requested_before=now - timedelta(seconds=self._interval * 0.9),
+            limit=self._reconcile_batch,
+            now=now,
         )
         bucket = int(now.timestamp() // self._interval)
-        for public_id in open_ids:
+        for public_id in due:
             await publish_event(
                 self._js,
                 VERIFY_CANDIDATE_SUBJECT.format(source="reconcile", payment_id=public_id),
                 VerificationRequested(source=ChangeSource.RECONCILE, payment_id=public_id),
                 msg_id=f"reconcile:{public_id}:{bucket}",
             )
-        return len(open_ids)
+        return len(due)
+
+    async def measure_lag(self, now: datetime) -> float:
+        oldest = await ledger.oldest_unscanned(self._db, now - self._lookback)
+        lag = max((now - oldest).total_seconds(), 0.0) if oldest else 0.0
+        RECONCILE_LAG_SECONDS.set(lag)
+        return lag

@@ -42,6 +42,11 @@ class SignatureInfo:
     signature: str
     slot: int
     err: Any
+    block_time: int | None = None
+
+
+#: The most getSignaturesForAddress returns per call (a node's own limit).
+SIGNATURES_PAGE = 1000
 
 
 class SolanaRpc:
@@ -100,13 +105,82 @@ class SolanaRpc:
         except (KeyError, IndexError, TypeError, ValueError) as exc:
             raise RpcUnavailable(f"getTransaction: unexpected shape ({exc!r})") from exc
 
-    async def signatures_for(self, address: str, limit: int = 25) -> list[SignatureInfo]:
-        """Signatures touching `address`, finalized only, oldest first."""
+    async def signatures_for(
+        self,
+        address: str,
+        *,
+        until: str | None = None,
+        not_before: int | None = None,
+        limit: int = SIGNATURES_PAGE,
+    ) -> list[SignatureInfo]:
+        """Every finalized signature touching `address`, oldest first: newer than `until` when
+        given, else back to `not_before` (unix seconds; the page that reaches it is the last),
+        else back to the first. Pages with `before`: no number of transactions hides one."""
         Pubkey.from_string(address)
+        found: list[SignatureInfo] = []
+        before: str | None = None
+        while True:
+            config: dict[str, Any] = {**FINALIZED, "limit": limit}
+            if before:
+                config["before"] = before
+            if until:
+                config["until"] = until
+            result = await self._call("getSignaturesForAddress", [address, config])
+            if not isinstance(result, list):
+                raise RpcUnavailable("getSignaturesForAddress: malformed answer")
+            try:
+                page = [
+                    SignatureInfo(
+                        str(r["signature"]), int(r["slot"]), r.get("err"), r.get("blockTime")
+                    )
+                    for r in result
+                ]
+            except (KeyError, TypeError, ValueError) as exc:
+                raise RpcUnavailable(
+                    f"getSignaturesForAddress: unexpected shape ({exc!r})"
+                ) from exc
+            found.extend(page)
+            if len(page) < limit:
+                break
+            oldest = page[-1]
+            if (
+                not_before is not None
+                and oldest.block_time is not None
+                and oldest.block_time < not_before
+            ):
+                break
+            before = oldest.signature
+        # Newest first on the wire; chain order (slot, then the node's order within it) here.
+        found.reverse()
+        return sorted(found, key=lambda info: info.slot)
+
+    async def block_signatures(self, slot: int) -> list[str] | None:
+        """The signatures of the finalized block at `slot`, in block order (None: skipped or
+        not finalized yet)."""
         result = await self._call(
-            "getSignaturesForAddress", [address, {**FINALIZED, "limit": limit}]
+            "getBlock",
+            [
+                slot,
+                {
+                    **FINALIZED,
+                    "transactionDetails": "signatures",
+                    "rewards": False,
+                    "maxSupportedTransactionVersion": 0,
+                },
+            ],
         )
-        if not isinstance(result, list):
-            raise RpcUnavailable("getSignaturesForAddress: malformed answer")
-        infos = [SignatureInfo(str(r["signature"]), int(r["slot"]), r.get("err")) for r in result]
-        return sorted(infos, key=lambda i: i.slot)
+        if result is None:
+            return None
+        try:
+            return [str(sig) for sig in result["signatures"]]
+        except (KeyError, TypeError) as exc:
+            raise RpcUnavailable(f"getBlock: unexpected shape ({exc!r})") from exc
+
+    async def block_time(self, slot: int) -> int | None:
+        """The slot's estimated production time (unix seconds), when the node has it."""
+        result = await self._call("getBlockTime", [slot])
+        if result is None:
+            return None
+        if not isinstance(result, int) or isinstance(result, bool):
+            raise RpcUnavailable("getBlockTime: malformed answer")
+        return result

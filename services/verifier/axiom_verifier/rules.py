@@ -1,42 +1,83 @@
-"""DESIGN.md's verification rules, as one pure function of a payment and a transaction
-fetched at `finalized`. Nothing from a webhook body reaches here: amount, recipient and
-status come from our DB and the chain alone."""
+"""DESIGN.md's receipt rules, as one pure function of a payment and a transaction fetched at
+`finalized`. Nothing from a webhook body reaches here: amount, recipient and reference come
+from our DB and the chain alone.
+
+A transaction that carries the payment's reference is either a receipt (it paid) or an
+observation (it did not, and says why); one that does not carry it says nothing about the
+payment. Whoever reads a reference on chain can send the second kind, so it must never move
+a status: that is the payments service's rule, these are only facts.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
-from axiom_shared.schemas import PaymentView, VerdictOutcome
+from axiom_shared.schemas import ObservationReason, PaymentView
 from axiom_verifier.rpc import FinalizedTransaction
 
 
 @dataclass(frozen=True)
-class Finding:
-    outcome: VerdictOutcome
-    received_lamports: int | None = None
+class Credit:
+    """What the transaction did for the merchant, and who paid it."""
+
+    lamports: int
+    payer: str | None
 
 
-def evaluate(payment: PaymentView, tx: FinalizedTransaction, clock_skew: timedelta) -> Finding:
-    if tx.err is not None:
-        return Finding(VerdictOutcome.TRANSACTION_FAILED)
+@dataclass(frozen=True)
+class Judgement:
+    #: None: a receipt of `credit.lamports`. Otherwise why it is not one.
+    reason: ObservationReason | None
+    credit: Credit | None = None
+
+
+def merchant_credit(tx: FinalizedTransaction, merchant: str) -> Credit:
+    """The merchant's balance delta (its own fee added back when it paid the fee) and the
+    account that paid the most."""
+    received = 0
+    if merchant in tx.account_keys:
+        index = tx.account_keys.index(merchant)
+        received = tx.post_balances[index] - tx.pre_balances[index]
+        if index == 0:
+            # The merchant co-signed as fee payer: the fee is its own cost, not a shortfall.
+            received += tx.fee
+    payer, paid = None, 0
+    for index, key in enumerate(tx.account_keys):
+        if key == merchant:
+            continue
+        spent = tx.pre_balances[index] - tx.post_balances[index] - (tx.fee if index == 0 else 0)
+        if spent > paid:
+            payer, paid = key, spent
+    if payer is None and tx.account_keys and tx.account_keys[0] != merchant:
+        payer = tx.account_keys[0]
+    return Credit(received, payer)
+
+
+def judge(
+    payment: PaymentView,
+    tx: FinalizedTransaction,
+    *,
+    block_time: datetime,
+    other_references: int,
+    clock_skew: timedelta,
+) -> Judgement | None:
+    """None when the transaction does not carry the payment's reference (it says nothing
+    about it); else a receipt or an observation. `block_time` is the transaction's, resolved
+    from its slot when the node had none; `other_references` counts the other payments of
+    ours the transaction names."""
     if payment.reference not in tx.account_keys:
-        return Finding(VerdictOutcome.NO_REFERENCE)
-    if tx.block_time is not None:
-        block_time = datetime.fromtimestamp(tx.block_time, UTC)
-        # A transaction older than the payment cannot have paid it (e.g. a reused reference).
-        if block_time < payment.created_at - clock_skew:
-            return Finding(VerdictOutcome.PREDATES_PAYMENT)
-    if payment.recipient not in tx.account_keys:
-        return Finding(VerdictOutcome.WRONG_RECIPIENT, 0)
-    index = tx.account_keys.index(payment.recipient)
-    received = tx.post_balances[index] - tx.pre_balances[index]
-    if index == 0:
-        # The merchant co-signed as fee payer: the fee is its own cost, not a shortfall.
-        received += tx.fee
-    # As Solana Pay's validateTransfer: the recipient's balance must rise by the amount.
-    if received <= 0:
-        return Finding(VerdictOutcome.WRONG_RECIPIENT, 0)
-    if received < payment.amount_lamports:
-        return Finding(VerdictOutcome.UNDERPAID, received)
-    return Finding(VerdictOutcome.VERIFIED, received)
+        return None
+    if tx.err is not None:
+        return Judgement(ObservationReason.TRANSACTION_FAILED)
+    credit = merchant_credit(tx, payment.recipient)
+    if other_references:
+        # Two of our references in one transaction: it pays neither; its credit is owed back.
+        return Judgement(ObservationReason.AMBIGUOUS, credit)
+    if block_time < payment.created_at - clock_skew:
+        # Older than the payment cannot have paid it (e.g. a reused reference).
+        return Judgement(ObservationReason.PREDATES_PAYMENT, credit)
+    if credit.lamports <= 0:
+        # As Solana Pay's validateTransfer: the recipient's balance must rise.
+        return Judgement(ObservationReason.NO_CREDIT, credit)
+    return Judgement(None, credit)

@@ -1,19 +1,23 @@
-"""Candidates in, verdicts out. Stateless: replicas share the work queues, and whatever they
-publish twice is dropped by JetStream (`Nats-Msg-Id`) or by the payments service's
-conditional UPDATEs.
+"""Candidates in, findings out. Stateless: replicas share the work queues, and whatever they
+publish twice is dropped by JetStream (`Nats-Msg-Id`) or changes nothing when applied again
+(receipts are stored once by signature).
 
-- A webhook item names a signature: fetch it at `finalized`, ask payments which open payments
-  its account keys reference, and judge each.
-- A manual or reconcile candidate names a payment (and maybe a signature): look at that
-  signature, or at every finalized signature touching the payment's reference key.
-- Not at `finalized` yet → raise, so JetStream redelivers with backoff; RPC trouble → raise
-  too. Neither ever becomes a verdict, except that a manual signature still unknown on the
-  last delivery is reported as `transaction_not_found`.
+- A webhook item names a signature: fetch it at `finalized`, ask payments which of our
+  payments (any status) its account keys reference, and judge it for each.
+- A manual candidate may name a signature: judge that one transaction.
+- A reconcile (or manual) candidate without one scans the reference: every finalized
+  signature touching it, paged back to the payment's creation (or to the previous scan's
+  newest), so no number of junk transactions can hide the one that paid.
+- Not at `finalized` yet, no block time yet, RPC trouble → raise, so JetStream redelivers with
+  backoff. None of these ever becomes a finding, except that a manual signature still unknown
+  on the last delivery is reported as `transaction_not_found`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
 
 from nats.aio.client import Client as NATS
@@ -25,34 +29,38 @@ from axiom_shared.logging import bind_correlation_id, current_correlation_id, ge
 from axiom_shared.metrics import VERIFICATION_SECONDS
 from axiom_shared.nats import PermanentError, publish_event, request
 from axiom_shared.schemas import (
-    DECISIVE_OUTCOMES,
-    FINAL_STATUSES,
     ChangeSource,
+    CheckOutcome,
     GetPaymentInput,
     GetPaymentResult,
     HeliusItemReceived,
     MatchPaymentsInput,
     MatchPaymentsResult,
-    PaymentVerdict,
+    Observation,
+    ObservationReason,
+    PaymentFindings,
     PaymentView,
-    VerdictOutcome,
+    Receipt,
     VerificationRequested,
 )
 from axiom_shared.topology import (
+    FINDINGS_SUBJECT,
     PAYMENTS_GET,
     PAYMENTS_MATCH,
-    VERDICT_SUBJECT,
     VERIFIER_CANDIDATES,
     VERIFIER_WEBHOOKS,
 )
-from axiom_verifier.rpc import FinalizedTransaction, SolanaRpc
-from axiom_verifier.rules import evaluate
+from axiom_verifier.rpc import FinalizedTransaction, SignatureInfo, SolanaRpc
+from axiom_verifier.rules import judge
 
 log = get_logger(__name__)
 
+#: Blocks whose transaction order is remembered (a receipt's position within its slot).
+BLOCK_CACHE = 512
+
 
 class NotFinalizedYet(Exception):
-    """The transaction is not visible at `finalized` (yet): look again later."""
+    """The transaction (or its block) is not visible at `finalized` (yet): look again later."""
 
 
 class Verifier:
@@ -70,32 +78,31 @@ class Verifier:
         self._rpc = rpc
         self._skew = clock_skew
         self._timeout = request_timeout
+        self._blocks: OrderedDict[int, asyncio.Future[dict[str, int]]] = OrderedDict()
 
     async def on_candidate(self, candidate: VerificationRequested, msg: Msg) -> None:
         started = time.perf_counter()
         last_try = msg.metadata.num_delivered >= VERIFIER_CANDIDATES.max_deliver
         arrived = msg.metadata.timestamp
-        payment, payment_cid = await self._payment(candidate.payment_id)
+        msg_id = f"findings:{msg.metadata.stream}:{msg.metadata.sequence.stream}"
+        found, payment_cid = await self._payment(candidate.payment_id)
+        payment = found.payment
         # From here the work is the payment's: log and publish under its correlation id.
         bind_correlation_id(payment_cid or current_correlation_id())
-        if payment.status in FINAL_STATUSES:
-            return
         if candidate.signature is not None:
             tx = await self._rpc.transaction(candidate.signature)
             if tx is None:
                 if not last_try:
                     raise NotFinalizedYet(candidate.signature)
-                await self._publish(
-                    payment,
-                    VerdictOutcome.TRANSACTION_NOT_FOUND,
-                    candidate.source,
-                    signature=candidate.signature,
-                    candidate_at=arrived,
-                )
-                return
-            await self._judge(payment, tx, candidate.source, arrived)
+                findings = self._findings(payment, candidate.source, arrived)
+                findings.check = CheckOutcome.TRANSACTION_NOT_FOUND
+            else:
+                findings = self._findings(payment, candidate.source, arrived)
+                if not await self._judge(payment, tx, findings):
+                    findings.check = CheckOutcome.NO_REFERENCE
         else:
-            await self._scan(payment, candidate.source, arrived)
+            findings = await self._scan(payment, found.scan_cursor, candidate.source, arrived)
+        await self._publish(findings.done(), msg_id)
         VERIFICATION_SECONDS.labels(source=candidate.source.value).observe(
             time.perf_counter() - started
         )
@@ -110,62 +117,145 @@ class Verifier:
             # reconcile loop still watches every open payment.
             log.warning("webhook transaction never finalized", signature=item.signature)
             return
-        matches = await request(
-            self._nc,
-            PAYMENTS_MATCH,
-            MatchPaymentsInput(references=tx.account_keys[:256]),
-            MatchPaymentsResult,
-            timeout=self._timeout,
-        )
+        ours = await self._ours(tx)
         webhook_cid = current_correlation_id()
-        for payment in matches.payments:
+        for payment in ours.payments:
             # The webhook names a transaction; the work is each payment's own.
-            bind_correlation_id(matches.correlation_ids.get(payment.payment_id) or webhook_cid)
-            await self._judge(payment, tx, ChangeSource.WEBHOOK, item.received_at)
+            bind_correlation_id(ours.correlation_ids.get(payment.payment_id) or webhook_cid)
+            findings = self._findings(payment, ChangeSource.WEBHOOK, item.received_at)
+            await self._judge(payment, tx, findings, ours)
+            await self._publish(
+                findings.done(),
+                f"findings:{payment.payment_id}:{msg.metadata.sequence.stream}",
+            )
         bind_correlation_id(webhook_cid)
         VERIFICATION_SECONDS.labels(source="webhook").observe(time.perf_counter() - started)
 
-    async def _scan(self, payment: PaymentView, source: ChangeSource, arrived: datetime) -> None:
-        """Every finalized transaction touching the reference, oldest first (findReference)."""
-        infos = await self._rpc.signatures_for(payment.reference)
+    async def _scan(
+        self,
+        payment: PaymentView,
+        cursor: str | None,
+        source: ChangeSource,
+        arrived: datetime,
+    ) -> _Findings:
+        """Every finalized transaction touching the reference since the last scan, in chain
+        order (findReference, without stopping at the first one)."""
+        not_before = int((payment.created_at - self._skew).timestamp())
+        infos = await self._rpc.signatures_for(
+            payment.reference, until=cursor, not_before=None if cursor else not_before
+        )
+        findings = self._findings(payment, source, arrived)
         for info in infos:
-            tx = await self._rpc.transaction(info.signature)
-            if tx is None:
-                raise NotFinalizedYet(info.signature)
-            finding = evaluate(payment, tx, self._skew)
-            if finding.outcome in DECISIVE_OUTCOMES:
-                await self._publish(
-                    payment,
-                    finding.outcome,
-                    source,
-                    tx=tx,
-                    received=finding.received_lamports,
-                    candidate_at=arrived,
+            await self._judge_listed(payment, info, findings)
+        findings.scan_complete = True
+        findings.scanned_through = infos[-1].signature if infos else None
+        return findings
+
+    async def _judge_listed(
+        self, payment: PaymentView, info: SignatureInfo, found: _Findings
+    ) -> None:
+        if info.err is not None:
+            # Failed transactions move nothing: no need to fetch them (cheap junk stays cheap).
+            found.observations.append(
+                Observation(
+                    signature=info.signature,
+                    reason=ObservationReason.TRANSACTION_FAILED,
+                    slot=info.slot,
                 )
-                return
-        if source == ChangeSource.MANUAL:
-            await self._publish(
-                payment, VerdictOutcome.TRANSACTION_NOT_FOUND, source, candidate_at=arrived
             )
+            return
+        tx = await self._rpc.transaction(info.signature)
+        if tx is None:
+            raise NotFinalizedYet(info.signature)
+        await self._judge(payment, tx, found)
 
     async def _judge(
         self,
         payment: PaymentView,
         tx: FinalizedTransaction,
-        source: ChangeSource,
-        arrived: datetime,
-    ) -> None:
-        finding = evaluate(payment, tx, self._skew)
-        await self._publish(
-            payment,
-            finding.outcome,
-            source,
-            tx=tx,
-            received=finding.received_lamports,
-            candidate_at=arrived,
+        found: _Findings,
+        ours: MatchPaymentsResult | None = None,
+    ) -> bool:
+        """Add what `tx` is for `payment` to `found`; False when it does not carry the
+        reference at all."""
+        if payment.reference not in tx.account_keys:
+            return False
+        if ours is None:
+            ours = await self._ours(tx)
+        others = sum(1 for p in ours.payments if p.payment_id != payment.payment_id)
+        block_time = await self._block_time(tx)
+        judgement = judge(
+            payment, tx, block_time=block_time, other_references=others, clock_skew=self._skew
+        )
+        if judgement is None:
+            return False
+        credit = judgement.credit
+        if judgement.reason is None and credit is not None:
+            found.receipts.append(
+                Receipt(
+                    signature=tx.signature,
+                    slot=tx.slot,
+                    position=await self._position(tx),
+                    amount_lamports=credit.lamports,
+                    payer=credit.payer,
+                    block_time=block_time,
+                )
+            )
+        else:
+            assert judgement.reason is not None
+            found.observations.append(
+                Observation(
+                    signature=tx.signature,
+                    reason=judgement.reason,
+                    slot=tx.slot,
+                    amount_lamports=max(credit.lamports, 0) if credit else None,
+                    payer=credit.payer if credit else None,
+                )
+            )
+        return True
+
+    async def _block_time(self, tx: FinalizedTransaction) -> datetime:
+        """The transaction's block time; the slot's when the node had none for it. Never
+        skipped: a payment's age rule needs it."""
+        seconds = tx.block_time
+        if seconds is None:
+            seconds = await self._rpc.block_time(tx.slot)
+        if seconds is None:
+            raise NotFinalizedYet(f"no block time for slot {tx.slot} yet")
+        return datetime.fromtimestamp(seconds, UTC)
+
+    async def _position(self, tx: FinalizedTransaction) -> int:
+        """The transaction's index in its block (chain order within a slot)."""
+        future = self._blocks.get(tx.slot)
+        if future is None or (future.done() and future.exception() is not None):
+            future = asyncio.ensure_future(self._block_order(tx.slot))
+            self._blocks[tx.slot] = future
+            while len(self._blocks) > BLOCK_CACHE:
+                self._blocks.popitem(last=False)
+        else:
+            self._blocks.move_to_end(tx.slot)
+        order = await asyncio.shield(future)
+        if tx.signature not in order:
+            raise NotFinalizedYet(f"{tx.signature} not in block {tx.slot}")
+        return order[tx.signature]
+
+    async def _block_order(self, slot: int) -> dict[str, int]:
+        signatures = await self._rpc.block_signatures(slot)
+        if signatures is None:
+            raise NotFinalizedYet(f"block {slot} not available")
+        return {signature: index for index, signature in enumerate(signatures)}
+
+    async def _ours(self, tx: FinalizedTransaction) -> MatchPaymentsResult:
+        """Our payments (any status) whose reference this transaction names."""
+        return await request(
+            self._nc,
+            PAYMENTS_MATCH,
+            MatchPaymentsInput(references=list(dict.fromkeys(tx.account_keys))[:256]),
+            MatchPaymentsResult,
+            timeout=self._timeout,
         )
 
-    async def _payment(self, payment_id: str) -> tuple[PaymentView, str | None]:
+    async def _payment(self, payment_id: str) -> tuple[GetPaymentResult, str | None]:
         try:
             result = await request(
                 self._nc,
@@ -178,45 +268,51 @@ class Verifier:
             if err.status == 404:
                 raise PermanentError(f"no payment {payment_id}") from None
             raise
-        return result.payment, result.correlation_id
+        return result, result.correlation_id
 
-    async def _publish(
-        self,
-        payment: PaymentView,
-        outcome: VerdictOutcome,
-        source: ChangeSource,
-        *,
-        tx: FinalizedTransaction | None = None,
-        signature: str | None = None,
-        received: int | None = None,
-        candidate_at: datetime | None = None,
-    ) -> None:
-        signature = tx.signature if tx is not None else signature
-        verdict = PaymentVerdict(
-            payment_id=payment.payment_id,
-            outcome=outcome,
-            source=source,
-            signature=signature,
-            received_lamports=received,
-            slot=tx.slot if tx else None,
-            block_time=(
-                datetime.fromtimestamp(tx.block_time, UTC)
-                if tx is not None and tx.block_time is not None
-                else None
-            ),
-            observed_at=datetime.now(UTC),
-            candidate_at=candidate_at,
-        )
+    def _findings(self, payment: PaymentView, source: ChangeSource, arrived: datetime) -> _Findings:
+        return _Findings(payment.payment_id, source, arrived)
+
+    async def _publish(self, findings: PaymentFindings, msg_id: str) -> None:
         await publish_event(
             self._js,
-            VERDICT_SUBJECT.format(payment_id=payment.payment_id),
-            verdict,
-            msg_id=f"verdict:{payment.payment_id}:{signature}:{outcome.value}",
+            FINDINGS_SUBJECT.format(payment_id=findings.payment_id),
+            findings,
+            msg_id=msg_id,
         )
         log.info(
-            "verdict",
-            payment_id=payment.payment_id,
-            outcome=outcome.value,
-            signature=signature,
-            source=source.value,
+            "findings",
+            payment_id=findings.payment_id,
+            receipts=[r.signature for r in findings.receipts],
+            observations=[(o.signature, o.reason.value) for o in findings.observations],
+            check=findings.check.value if findings.check else None,
+            scan=findings.scan_complete,
+            source=findings.source.value,
+        )
+
+
+class _Findings:
+    """Findings being gathered for one payment (the message is frozen once done)."""
+
+    def __init__(self, payment_id: str, source: ChangeSource, candidate_at: datetime) -> None:
+        self.payment_id = payment_id
+        self.source = source
+        self.candidate_at = candidate_at
+        self.receipts: list[Receipt] = []
+        self.observations: list[Observation] = []
+        self.check: CheckOutcome | None = None
+        self.scanned_through: str | None = None
+        self.scan_complete = False
+
+    def done(self) -> PaymentFindings:
+        return PaymentFindings(
+            payment_id=self.payment_id,
+            source=self.source,
+            receipts=self.receipts,
+            observations=self.observations,
+            check=self.check,
+            scanned_through=self.scanned_through,
+            scan_complete=self.scan_complete,
+            observed_at=datetime.now(UTC),
+            candidate_at=self.candidate_at,
         )

@@ -45,20 +45,25 @@ class PaymentView(StrictModel):
     status: PaymentStatus
     order_id: str
     amount_lamports: Lamports
-    received_lamports: Lamports | None = None
+    #: Everything the payment's receipts credited the merchant, in all.
+    received_lamports: Lamports = 0
+    #: Money to give back: beyond the price, or all of it when the payment was not completed
+    #: (expired or failed). Never lost, never silent.
+    refund_due_lamports: Lamports = 0
     recipient: Pubkey
     reference: Pubkey
+    #: The receipt whose amount, in chain order, first brought the total to the price.
     tx_signature: TxSignature | None = None
     #: Known at creation when the merchant co-signs as fee payer (SOLANA_PRIVATE_KEY).
     expected_signature: TxSignature | None = None
     failure_reason: str | None = None
-    #: The latest check that changed nothing (e.g. `no_reference`), for people and support.
+    #: The latest look at the chain that found nothing (e.g. `no_reference`), for support.
     last_check: str | None = None
     expires_at: datetime
     finalized_at: datetime | None = None
     created_at: datetime
     updated_at: datetime
-    #: Increases by one with every status change of this payment (the SSE `id:`).
+    #: Increases by one with every change a client sees (status or amounts; the SSE `id:`).
     version: int = Field(ge=1)
 
 
@@ -91,6 +96,9 @@ class GetPaymentResult(Message):
     #: The correlation id of the request that created the payment: work done later for this
     #: payment (verification, provisioning) logs under it, so one id follows a payment.
     correlation_id: str | None = None
+    #: The newest signature the last complete scan of its reference saw (the verifier reads
+    #: only what is newer).
+    scan_cursor: TxSignature | None = None
 
 
 OrderId = str
@@ -123,6 +131,9 @@ class CreatePaymentInput(Message):
     #: The payer's wallet: when given, a transaction for it to sign is built.
     account: Pubkey | None = None
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=255)
+    #: Who sent the key (the gateway's client identity: the trusted proxy's user, else the
+    #: client's address): a key is that caller's alone, never a value from the body.
+    idempotency_scope: str = Field(default="anonymous", min_length=1, max_length=300)
 
 
 class CreatePaymentResult(Message):
@@ -140,29 +151,59 @@ class CreatePaymentResult(Message):
     replayed: bool = False
 
 
-# --- verification --------------------------------------------------------------------------
+# --- verification: receipts and observations ------------------------------------------------
 
 
-class VerdictOutcome(StrEnum):
-    """What the chain says about one transaction for one payment."""
+class ObservationReason(StrEnum):
+    """Why a transaction carrying a payment's reference is not a receipt of it. An observation
+    is recorded for people and metrics; it never moves a status (whoever sees a reference could
+    send one)."""
 
-    #: Finalized, no error, references the payment, merchant credited at least the amount.
-    VERIFIED = "verified"
-    #: Merchant credited less than the amount: the payment fails and needs a refund.
-    UNDERPAID = "underpaid"
-    #: References the payment but does not credit the merchant.
-    WRONG_RECIPIENT = "wrong_recipient"
-    # The rest change no status; they are recorded as the payment's last check.
-    NO_REFERENCE = "no_reference"
+    #: Landed with `meta.err` set: nothing moved.
     TRANSACTION_FAILED = "transaction_failed"
-    TRANSACTION_NOT_FOUND = "transaction_not_found"
+    #: Credits the merchant wallet nothing (pays someone else, or nobody).
+    NO_CREDIT = "no_credit"
+    #: Older than the payment (block time, or the slot's time, minus the clock skew).
     PREDATES_PAYMENT = "predates_payment"
+    #: Names the reference of another payment of ours too: it pays neither; its credit is owed
+    #: back once (listed with the refunds).
+    AMBIGUOUS = "ambiguous"
+    #: Its signature is already a receipt of another payment.
+    SIGNATURE_ALREADY_COUNTED = "signature_already_counted"
 
 
-#: Outcomes that decide a payment (the others leave it pending).
-DECISIVE_OUTCOMES = frozenset(
-    {VerdictOutcome.VERIFIED, VerdictOutcome.UNDERPAID, VerdictOutcome.WRONG_RECIPIENT}
-)
+class CheckOutcome(StrEnum):
+    """A look at the chain that found nothing about the payment (kept as its `last_check`)."""
+
+    #: The transaction asked about does not carry the payment's reference.
+    NO_REFERENCE = "no_reference"
+    #: The transaction asked about was never seen at `finalized`.
+    TRANSACTION_NOT_FOUND = "transaction_not_found"
+
+
+class Receipt(StrictModel):
+    """A finalized, error-free transaction carrying the payment's reference (and no other
+    payment's) that credits the merchant wallet `amount_lamports` > 0."""
+
+    signature: TxSignature
+    slot: int = Field(ge=0)
+    #: Index of the transaction within its block: with the slot, the chain order.
+    position: int = Field(ge=0)
+    amount_lamports: Lamports = Field(gt=0)
+    #: The account whose balance paid it (where a refund goes).
+    payer: Pubkey | None = None
+    block_time: datetime
+
+
+class Observation(StrictModel):
+    """A transaction carrying the payment's reference that is not a receipt of it."""
+
+    signature: TxSignature
+    reason: ObservationReason
+    slot: int | None = Field(default=None, ge=0)
+    #: What it credited the merchant (an ambiguous transaction's credit is owed back).
+    amount_lamports: Lamports | None = None
+    payer: Pubkey | None = None
 
 
 class VerificationRequested(Message):
@@ -186,23 +227,31 @@ class HeliusItemReceived(Message):
     item: dict[str, Any]
 
 
-class PaymentVerdict(Message):
-    SCHEMA: ClassVar[str] = "verify.verdict/1"
+class PaymentFindings(Message):
+    """What the chain, read at `finalized`, says about one payment: its receipts and
+    observations from one look (a webhook's transaction, a manual check or a reconcile scan).
+    The payments service alone turns receipts into a status, in chain order; findings are
+    facts, applying them twice changes nothing."""
+
+    SCHEMA: ClassVar[str] = "verify.findings/1"
     payment_id: PublicId
-    outcome: VerdictOutcome
     source: ChangeSource
-    signature: TxSignature | None = None
-    received_lamports: Lamports | None = None
-    slot: int | None = None
-    block_time: datetime | None = None
-    #: When the verifier saw the transaction at `finalized` commitment.
+    receipts: list[Receipt] = Field(default_factory=list, max_length=10_000)
+    observations: list[Observation] = Field(default_factory=list, max_length=10_000)
+    #: A look that found nothing about the payment (kept as its `last_check`).
+    check: CheckOutcome | None = None
+    #: Set when this is a complete scan of the reference: the newest signature it saw (the
+    #: next scan reads only what is newer) and when it was read.
+    scanned_through: TxSignature | None = None
+    scan_complete: bool = False
+    #: When the verifier read the chain.
     observed_at: datetime
     #: When the candidate that led here arrived (webhook in), for the delay metric.
     candidate_at: datetime | None = None
 
 
 class MatchPaymentsInput(Message):
-    """Which open payments (pending, or expired within the last hour) use these references?"""
+    """Which of our payments (any status) use these keys as their reference?"""
 
     SCHEMA: ClassVar[str] = "payments.match.input/1"
     references: list[Pubkey] = Field(min_length=1, max_length=256)

@@ -1,0 +1,609 @@
+"""The payments ledger: the one module that reads and writes the payments DB.
+
+- Typed rows (`PaymentRow`, `ReceiptRow`): every amount is an `int` of lamports and every
+  status a `PaymentStatus`, checked by mypy, never a `dict[str, Any]`.
+- `TRANSITIONS` is the lifecycle of DESIGN.md ("Payment lifecycle"), the only place a status
+  can move; `record_change` refuses anything else.
+- `record_change` is the one way a payment changes: the change as ONE conditional UPDATE
+  (`WHERE id = ? AND status = ? AND version = ?`: two racing writers can never both win), with
+  its audit row and its outbox event in the same batch, each guarded by `changes() = 1` so
+  they exist exactly when the change happened. Creation goes through it too (an INSERT).
+- `OPEN_SQL` is the one definition of "open": what the reconcile loop still scans.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from axiom_payments.events import OutgoingEvent, status_event
+from axiom_shared.db import Database, Statement
+from axiom_shared.schemas import (
+    ChangeSource,
+    Observation,
+    PaymentStatus,
+    PaymentStatusChanged,
+    PaymentView,
+)
+
+P = PaymentStatus
+
+#: Every status move there is (DESIGN.md's lifecycle diagram, edge by edge) and why it happens.
+#: `None` is "no payment yet". A change that keeps the status (amounts, the paying signature)
+#: is not a move and needs no entry.
+TRANSITIONS: dict[tuple[PaymentStatus | None, PaymentStatus], str] = {
+    (None, P.PENDING): "created",
+    (P.PENDING, P.VERIFIED): "receipts at finalized sum to >= amount",
+    (P.VERIFIED, P.PROVISIONED): "fulfilment done",
+    (P.PENDING, P.EXPIRED): "expires_at passed, sum < amount",
+    (P.EXPIRED, P.VERIFIED): "late receipts complete it, within lookback",
+    (P.PENDING, P.FAILED): "operator cancels; fulfilment refused",
+    (P.EXPIRED, P.FAILED): "operator cancels; fulfilment refused",
+}
+
+#: Open: still scanned on chain by the reconcile loop (pending, or expired within the lookback,
+#: where late receipts may still complete it). Arguments: the lookback's cut-off time.
+OPEN_SQL = "(status = 'pending' OR (status = 'expired' AND expires_at > ?))"
+
+
+class IllegalTransition(RuntimeError):
+    """A status move that TRANSITIONS does not allow: a bug, never a data condition."""
+
+
+def iso(moment: datetime) -> str:
+    """One text form for every stored time, so that SQL compares them in time order."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _time(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
+
+
+@dataclass(frozen=True)
+class PaymentRow:
+    id: int
+    public_id: str
+    order_id: str
+    user_id: str
+    reference_key: str
+    amount_lamports: int
+    received_lamports: int
+    refund_due_lamports: int
+    recipient: str
+    status: PaymentStatus
+    tx_signature: str | None
+    expected_signature: str | None
+    failure_reason: str | None
+    last_check: str | None
+    version: int
+    correlation_id: str | None
+    expires_at: datetime
+    finalized_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    scan_cursor: str | None
+    scanned_at: datetime | None
+
+    @classmethod
+    def from_db(cls, row: dict[str, Any]) -> PaymentRow:
+        return cls(
+            id=int(row["id"]),
+            public_id=str(row["public_id"]),
+            order_id=str(row["order_id"]),
+            user_id=str(row["user_id"]),
+            reference_key=str(row["reference_key"]),
+            amount_lamports=int(row["amount_lamports"]),
+            received_lamports=int(row["received_lamports"] or 0),
+            refund_due_lamports=int(row["refund_due_lamports"]),
+            recipient=str(row["recipient"]),
+            status=PaymentStatus(row["status"]),
+            tx_signature=row["tx_signature"],
+            expected_signature=row["expected_signature"],
+            failure_reason=row["failure_reason"],
+            last_check=row["last_check"],
+            version=int(row["version"]),
+            correlation_id=row["correlation_id"],
+            expires_at=datetime.fromisoformat(row["expires_at"]),
+            finalized_at=_time(row["finalized_at"]),
+            created_at=datetime.fromisoformat(row["created_at"]),
+            updated_at=datetime.fromisoformat(row["updated_at"]),
+            scan_cursor=row["scan_cursor"],
+            scanned_at=_time(row["scanned_at"]),
+        )
+
+    def view(self) -> PaymentView:
+        return PaymentView(
+            payment_id=self.public_id,
+            status=self.status,
+            order_id=self.order_id,
+            amount_lamports=self.amount_lamports,
+            received_lamports=self.received_lamports,
+            refund_due_lamports=self.refund_due_lamports,
+            recipient=self.recipient,
+            reference=self.reference_key,
+            tx_signature=self.tx_signature,
+            expected_signature=self.expected_signature,
+            failure_reason=self.failure_reason,
+            last_check=self.last_check,
+            expires_at=self.expires_at,
+            finalized_at=self.finalized_at,
+            created_at=self.created_at,
+            updated_at=self.updated_at,
+            version=self.version,
+        )
+
+
+@dataclass(frozen=True)
+class ReceiptRow:
+    signature: str
+    slot: int
+    position: int
+    amount_lamports: int
+    payer: str | None
+    block_time: datetime
+    source: str
+
+    @property
+    def chain_order(self) -> tuple[int, int, str]:
+        return (self.slot, self.position, self.signature)
+
+    @classmethod
+    def from_db(cls, row: dict[str, Any]) -> ReceiptRow:
+        return cls(
+            signature=str(row["signature"]),
+            slot=int(row["slot"]),
+            position=int(row["position"]),
+            amount_lamports=int(row["amount_lamports"]),
+            payer=row["payer"],
+            block_time=datetime.fromisoformat(row["block_time"]),
+            source=str(row["source"]),
+        )
+
+
+_PAYMENT_COLUMNS = (
+    "id, public_id, order_id, user_id, reference_key, amount_lamports, received_lamports,"
+    " refund_due_lamports, recipient, status, tx_signature, expected_signature, failure_reason,"
+    " last_check, version, correlation_id, expires_at, finalized_at, created_at, updated_at,"
+    " scan_cursor, scanned_at"
+)
+
+
+# --- reading -------------------------------------------------------------------------------
+
+
+async def get_payment(db: Database, public_id: str) -> PaymentRow | None:
+    row = await db.fetch_one(
+        f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE public_id = ?",  # noqa: S608
+        [public_id],
+    )
+    return PaymentRow.from_db(row) if row else None
+
+
+async def payments_by_reference(db: Database, references: Sequence[str]) -> list[PaymentRow]:
+    """Our payments (any status) whose reference is one of `references`."""
+    if not references:
+        return []
+    marks = ", ".join("?" for _ in references)
+    rows = await db.fetch_all(
+        f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE reference_key IN ({marks})",  # noqa: S608
+        list(references),
+    )
+    return [PaymentRow.from_db(row) for row in rows]
+
+
+async def receipts_of(db: Database, payment_row_id: int) -> list[ReceiptRow]:
+    rows = await db.fetch_all(
+        "SELECT signature, slot, position, amount_lamports, payer, block_time, source"
+        " FROM receipts WHERE payment_id = ? ORDER BY slot, position, signature",
+        [payment_row_id],
+    )
+    return [ReceiptRow.from_db(row) for row in rows]
+
+
+async def receipt_owners(db: Database, signatures: Sequence[str]) -> dict[str, str]:
+    """signature → the public id of the payment it is already a receipt of."""
+    if not signatures:
+        return {}
+    marks = ", ".join("?" for _ in signatures)
+    rows = await db.fetch_all(
+        "SELECT r.signature, p.public_id FROM receipts r"  # noqa: S608 - placeholders only
+        f" JOIN payments p ON p.id = r.payment_id WHERE r.signature IN ({marks})",
+        list(signatures),
+    )
+    return {str(row["signature"]): str(row["public_id"]) for row in rows}
+
+
+async def observations_of(db: Database, payment_row_id: int) -> list[dict[str, Any]]:
+    return await db.fetch_all(
+        "SELECT signature, reason, slot, amount_lamports, payer, source, recorded_at"
+        " FROM observations WHERE payment_id = ? ORDER BY id",
+        [payment_row_id],
+    )
+
+
+async def public_ids(
+    db: Database, where: str, args: list[Any], limit: int, order: str = "id"
+) -> list[str]:
+    rows = await db.fetch_all(
+        f"SELECT public_id FROM payments WHERE {where} ORDER BY {order} LIMIT ?",  # noqa: S608
+        [*args, limit],
+    )
+    return [str(r["public_id"]) for r in rows]
+
+
+async def due_for_expiry(db: Database, now: datetime, limit: int) -> list[str]:
+    return await public_ids(db, "status = 'pending' AND expires_at < ?", [iso(now)], limit)
+
+
+async def stuck_verified(db: Database, before: datetime, limit: int) -> list[str]:
+    return await public_ids(db, "status = 'verified' AND updated_at < ?", [iso(before)], limit)
+
+
+async def claim_for_scan(
+    db: Database, open_since: datetime, requested_before: datetime, limit: int, now: datetime
+) -> list[str]:
+    """The open payments whose scan was asked for longest ago (never first), marked as asked
+    for now: a round-robin over every open payment, however many there are (no first-N)."""
+    rows = await db.fetch_all(
+        f"UPDATE payments SET scan_requested_at = ? WHERE id IN ("  # noqa: S608
+        f" SELECT id FROM payments WHERE {OPEN_SQL}"
+        "  AND (scan_requested_at IS NULL OR scan_requested_at < ?)"
+        "  ORDER BY scan_requested_at IS NOT NULL, scan_requested_at, id LIMIT ?)"
+        " RETURNING public_id",
+        [iso(now), iso(open_since), iso(requested_before), limit],
+    )
+    return [str(r["public_id"]) for r in rows]
+
+
+async def oldest_unscanned(db: Database, open_since: datetime) -> datetime | None:
+    """Of every open payment, the oldest moment since which it has not been scanned (its last
+    complete scan, else its creation): what the reconcile lag is measured from."""
+    row = await db.fetch_one(
+        f"SELECT min(coalesce(scanned_at, created_at)) AS oldest FROM payments"  # noqa: S608
+        f" WHERE {OPEN_SQL}",
+        [iso(open_since)],
+    )
+    return _time(row["oldest"]) if row else None
+
+
+async def refunds_due(db: Database, limit: int) -> list[dict[str, Any]]:
+    """Payments owing money back, with the receipts that brought it in."""
+    payments = await db.fetch_all(
+        "SELECT id, public_id, status, order_id, amount_lamports, received_lamports,"
+        " refund_due_lamports, tx_signature, updated_at FROM payments"
+        " WHERE refund_due_lamports > 0 ORDER BY updated_at LIMIT ?",
+        [limit],
+    )
+    owed: list[dict[str, Any]] = []
+    for payment in payments:
+        receipts = await receipts_of(db, int(payment["id"]))
+        owed.append(
+            {
+                "payment_id": payment["public_id"],
+                "status": payment["status"],
+                "order_id": payment["order_id"],
+                "amount_lamports": str(payment["amount_lamports"]),
+                "received_lamports": str(payment["received_lamports"]),
+                "refund_due_lamports": str(payment["refund_due_lamports"]),
+                "paid_by": payment["tx_signature"],
+                "receipts": [
+                    {
+                        "signature": r.signature,
+                        "slot": r.slot,
+                        "amount_lamports": str(r.amount_lamports),
+                        "payer": r.payer,
+                        "counted": r.signature == payment["tx_signature"],
+                    }
+                    for r in receipts
+                ],
+            }
+        )
+    return owed
+
+
+async def ambiguous_credits(db: Database, limit: int) -> list[dict[str, Any]]:
+    """Transactions that named two or more of our payments: they paid none of them, and what
+    they credited is owed back once (one line per signature, whatever it named)."""
+    rows = await db.fetch_all(
+        "SELECT o.signature, max(o.amount_lamports) AS amount_lamports, max(o.payer) AS payer,"
+        " group_concat(p.public_id) AS payments FROM observations o"
+        " JOIN payments p ON p.id = o.payment_id"
+        " WHERE o.reason = 'ambiguous' AND o.amount_lamports > 0"
+        " GROUP BY o.signature ORDER BY min(o.id) LIMIT ?",
+        [limit],
+    )
+    return [
+        {
+            "signature": row["signature"],
+            "amount_lamports": str(row["amount_lamports"]),
+            "payer": row["payer"],
+            "payments": sorted(str(row["payments"]).split(",")),
+        }
+        for row in rows
+    ]
+
+
+async def audit_trail(db: Database, public_id: str) -> list[dict[str, Any]]:
+    return await db.fetch_all(
+        "SELECT e.from_status, e.to_status, e.version, e.reason, e.source, e.correlation_id,"
+        " e.created_at FROM payment_events e JOIN payments p ON p.id = e.payment_id"
+        " WHERE p.public_id = ? ORDER BY e.id",
+        [public_id],
+    )
+
+
+async def get_idempotency_record(db: Database, scope: str, key: str) -> dict[str, Any] | None:
+    return await db.fetch_one(
+        "SELECT request_hash, response FROM idempotency_keys"
+        " WHERE user_id = ? AND idempotency_key = ?",
+        [scope, key],
+    )
+
+
+# --- writing -------------------------------------------------------------------------------
+
+
+def _guarded(sql_head: str, values: str, args: list[Any], guard: bool) -> Statement:
+    """`INSERT ... VALUES (...)`, or with `guard` `INSERT ... SELECT ... WHERE changes() = 1`:
+    it then runs only when the statement before it (the conditional UPDATE, or a guarded
+    insert) changed a row."""
+    if guard:
+        return (f"{sql_head} SELECT {values} WHERE changes() = 1", args)
+    return (f"{sql_head} VALUES ({values})", args)
+
+
+def outbox_insert(outgoing: OutgoingEvent, correlation_id: str | None, guard: bool) -> Statement:
+    """Queue `outgoing` for the relay; put it in the same batch as the change it announces."""
+    return _guarded(
+        "INSERT INTO outbox (subject, msg_id, payload, correlation_id, created_at)",
+        "?, ?, ?, ?, ?",
+        [
+            outgoing.subject,
+            outgoing.msg_id,
+            outgoing.event.to_bytes().decode(),
+            correlation_id,
+            iso(datetime.now(UTC)),
+        ],
+        guard,
+    )
+
+
+def _audit_insert(
+    public_id: str,
+    from_status: PaymentStatus | None,
+    to_status: PaymentStatus,
+    version: int,
+    reason: str | None,
+    source: ChangeSource,
+    correlation_id: str | None,
+    at: datetime,
+) -> Statement:
+    return _guarded(
+        "INSERT INTO payment_events (payment_id, from_status, to_status, version, reason,"
+        " source, correlation_id, created_at)",
+        "(SELECT id FROM payments WHERE public_id = ?), ?, ?, ?, ?, ?, ?, ?",
+        [
+            public_id,
+            from_status.value if from_status else None,
+            to_status.value,
+            version,
+            reason,
+            source.value,
+            correlation_id,
+            iso(at),
+        ],
+        True,
+    )
+
+
+def _insert_payment(new: PaymentRow) -> Statement:
+    return (
+        "INSERT INTO payments (public_id, order_id, user_id, reference_key, amount_lamports,"
+        " received_lamports, refund_due_lamports, recipient, status, expected_signature,"
+        " version, expires_at, created_at, updated_at, correlation_id)"
+        " VALUES (?, ?, ?, ?, ?, 0, 0, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            new.public_id,
+            new.order_id,
+            new.user_id,
+            new.reference_key,
+            new.amount_lamports,
+            new.recipient,
+            new.status.value,
+            new.expected_signature,
+            new.version,
+            iso(new.expires_at),
+            iso(new.created_at),
+            iso(new.updated_at),
+            new.correlation_id,
+        ],
+    )
+
+
+def _update_payment(old: PaymentRow, new: PaymentRow) -> Statement:
+    # The money rule of every change: it applies only to the row as it was read. A racing
+    # writer that got there first leaves this UPDATE with 0 rows, and the caller re-reads.
+    return (
+        "UPDATE payments SET status = ?, version = ?, updated_at = ?, received_lamports = ?,"
+        " refund_due_lamports = ?, tx_signature = ?, failure_reason = ?, finalized_at = ?,"
+        " last_check = ? WHERE id = ? AND status = ? AND version = ?",
+        [
+            new.status.value,
+            new.version,
+            iso(new.updated_at),
+            new.received_lamports,
+            new.refund_due_lamports,
+            new.tx_signature,
+            new.failure_reason,
+            iso(new.finalized_at) if new.finalized_at else None,
+            new.last_check,
+            old.id,
+            old.status.value,
+            old.version,
+        ],
+    )
+
+
+def record_change(
+    old: PaymentRow | None,
+    new: PaymentRow,
+    *,
+    source: ChangeSource,
+    reason: str | None = None,
+    extra: Sequence[Statement] = (),
+) -> list[Statement]:
+    """The batch that moves a payment from `old` (None: creating it) to `new`: the write,
+    then `extra` (guarded inserts that belong to the change, e.g. receipts, an entitlement),
+    the status event and the audit row. Run it with `Database.batch`; the change happened
+    exactly when the first result's `rows_affected` is 1."""
+    before = old.status if old else None
+    if before != new.status and (before, new.status) not in TRANSITIONS:
+        raise IllegalTransition(f"{before} -> {new.status} is not a payment transition")
+    if old is not None and new.version != old.version + 1:
+        raise IllegalTransition("a change takes the version one step up")
+    event = PaymentStatusChanged(
+        payment=new.view(), previous_status=before, source=source, reason=reason
+    )
+    statements: list[Statement] = [
+        _insert_payment(new) if old is None else _update_payment(old, new),
+        *extra,
+        outbox_insert(status_event(event), new.correlation_id, guard=True),
+        _audit_insert(
+            new.public_id,
+            before,
+            new.status,
+            new.version,
+            reason,
+            source,
+            new.correlation_id,
+            new.updated_at,
+        ),
+    ]
+    return statements
+
+
+def changed(old: PaymentRow, now: datetime, **changes: Any) -> PaymentRow:
+    """`old` with `changes`, one version up, updated now."""
+    return replace(old, **changes, version=old.version + 1, updated_at=now)
+
+
+def receipt_insert(payment_row_id: int, receipt: ReceiptRow, recorded_at: datetime) -> Statement:
+    """Guarded: part of the change that counts it. UNIQUE(signature) refuses a second count."""
+    return _guarded(
+        "INSERT INTO receipts (payment_id, signature, slot, position, amount_lamports, payer,"
+        " block_time, source, recorded_at)",
+        "?, ?, ?, ?, ?, ?, ?, ?, ?",
+        [
+            payment_row_id,
+            receipt.signature,
+            receipt.slot,
+            receipt.position,
+            receipt.amount_lamports,
+            receipt.payer,
+            iso(receipt.block_time),
+            receipt.source,
+            iso(recorded_at),
+        ],
+        True,
+    )
+
+
+def observation_insert(
+    payment_row_id: int, observation: Observation, source: ChangeSource, recorded_at: datetime
+) -> Statement:
+    """Not guarded and idempotent: an observation changes no status and is recorded once."""
+    return (
+        "INSERT INTO observations (payment_id, signature, reason, slot, amount_lamports, payer,"
+        " source, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (payment_id, signature) DO NOTHING",
+        [
+            payment_row_id,
+            observation.signature,
+            observation.reason.value,
+            observation.slot,
+            observation.amount_lamports,
+            observation.payer,
+            source.value,
+            iso(recorded_at),
+        ],
+    )
+
+
+def scan_recorded(payment_row_id: int, cursor: str | None, at: datetime) -> Statement:
+    """A complete scan of the reference: the reconcile lag restarts, the next scan reads only
+    what is newer than `cursor`. No version: nothing a client sees changed."""
+    return (
+        "UPDATE payments SET scanned_at = ?, scan_cursor = coalesce(?, scan_cursor) WHERE id = ?",
+        [iso(at), cursor, payment_row_id],
+    )
+
+
+def check_recorded(public_id: str, check: str, at: datetime, only_open: bool) -> Statement:
+    """A look at the chain that found nothing (no version, no event)."""
+    condition = " AND status IN ('pending', 'expired')" if only_open else ""
+    return (
+        "UPDATE payments SET last_check = ?, last_checked_at = ?"  # noqa: S608
+        f" WHERE public_id = ?{condition}",
+        [check, iso(at), public_id],
+    )
+
+
+def entitlement_insert(row: PaymentRow, now: datetime) -> Statement:
+    """Guarded: one entitlement per payment, ever (UNIQUE payment_id)."""
+    return _guarded(
+        "INSERT INTO entitlements (payment_id, user_id, order_id, granted_at)",
+        "?, ?, ?, ?",
+        [row.id, row.user_id, row.order_id, iso(now)],
+        True,
+    )
+
+
+def idempotency_insert(
+    scope: str, key: str, request_hash: str, public_id: str, response: str, at: datetime
+) -> Statement:
+    return (
+        "INSERT INTO idempotency_keys"
+        " (user_id, idempotency_key, request_hash, payment_id, response, created_at)"
+        " SELECT ?, ?, ?, id, ?, ? FROM payments WHERE public_id = ?",
+        [scope, key, request_hash, response, iso(at), public_id],
+    )
+
+
+async def operator_action(
+    db: Database,
+    action: str,
+    target: str | None,
+    details: dict[str, Any],
+    actor: str,
+    correlation_id: str | None,
+) -> None:
+    await db.execute(
+        "INSERT INTO operator_actions (action, target, details, actor, correlation_id,"
+        " created_at) VALUES (?, ?, ?, ?, ?, ?)",
+        [
+            action,
+            target,
+            json.dumps(details, default=str),
+            actor,
+            correlation_id,
+            iso(datetime.now(UTC)),
+        ],
+    )
+
+
+# --- the outbox ----------------------------------------------------------------------------
+
+
+async def queued_events(db: Database, limit: int) -> list[dict[str, Any]]:
+    return await db.fetch_all(
+        "SELECT id, subject, msg_id, payload, correlation_id FROM outbox ORDER BY id LIMIT ?",
+        [limit],
+    )
+
+
+async def delete_events(db: Database, ids: Sequence[int]) -> None:
+    marks = ", ".join("?" for _ in ids)
+    await db.execute(f"DELETE FROM outbox WHERE id IN ({marks})", list(ids))  # noqa: S608
