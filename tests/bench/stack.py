@@ -13,6 +13,11 @@ from pathlib import Path
 from deploy.local.processes import ChildProcess, service_process
 from sandbox.infra import NatsServer, RedisServer, free_port
 
+PAYMENT_LIMIT_LIFTED = '{"prefix": "/api/pay/", "methods": ["POST"], "limit": 1000000, "window": 1}'
+ACCOUNT_LIMIT_LIFTED = (
+    '{"prefix": "/api/pay/req/", "methods": ["POST"], "limit": 1000000, "window": 1}'
+)
+
 
 def _quiet(_name: str, _line: str) -> None:
     pass
@@ -97,6 +102,12 @@ async def bench_stack() -> AsyncIterator[BenchStack]:
             "BOOKINGS_DB_URL": f"file:{workdir / 'bookings.db'}",
             "SOLANA_RPC_URL": f"http://127.0.0.1:{solana_port}",
             "LOG_LEVEL": "WARNING",
+            # On the sandboxes: development (the development merchant wallet).
+            "ENVIRONMENT": "development",
+            # One load generator on 127.0.0.1 is every client here: the payment limits are
+            # lifted (still evaluated on every request, so their cost is measured).
+            "PAYMENT_RATE_LIMIT": PAYMENT_LIMIT_LIFTED,
+            "ACCOUNT_RATE_LIMIT": ACCOUNT_LIMIT_LIFTED,
         }
         stack = BenchStack(workdir, nats, redis, env["SOLANA_RPC_URL"], env)
         try:

@@ -241,8 +241,9 @@ async def test_idempotency_key(payments_stack: PaymentsStack) -> None:
     assert len({r[1]["payment_id"] for r in racing}) == 1
     assert await payments_stack.count("payments") == 2
 
-    # Keys are scoped to the caller: another user's same key is another payment.
-    s4, theirs, _ = await call(
+    # A key belongs to the caller who sent it (here: this client), never to a value in the
+    # body: naming another user_id does not make it someone else's key.
+    s4, same, h4 = await call(
         payments_stack,
         "POST",
         path,
@@ -250,7 +251,8 @@ async def test_idempotency_key(payments_stack: PaymentsStack) -> None:
         headers={"Idempotency-Key": "race-1"},
     )
     assert s4 == 200
-    assert theirs["payment_id"] != racing[0][1]["payment_id"]
+    assert same["payment_id"] == racing[0][1]["payment_id"]
+    assert h4["Idempotent-Replayed"] == "true"
 
 
 SQL = "'; DROP TABLE payments; --"

@@ -19,6 +19,7 @@ from axiom_shared.errors import not_found
 from axiom_shared.metrics import SSE_STREAMS_OPEN
 from axiom_shared.nats import Endpoint, serve
 from axiom_shared.schemas import GetPaymentInput, GetPaymentResult, PaymentStatus, PaymentView
+from axiom_shared.solana_pay import SolanaPayUrlError, parse_transfer_url
 from axiom_shared.topology import PAYMENTS_GET
 from tests.fixtures.infra import RunningApp
 from tests.fixtures.notifier import (
@@ -461,13 +462,29 @@ async def test_a_created_payment_streams_its_pending_status_and_has_a_qr_code(
 def test_transfer_url_must_pay_exactly_this_payment() -> None:
     timeline = PaymentTimeline(nc=None)  # type: ignore[arg-type]
     view = timeline.view(PENDING, amount_lamports=100_000_000)
+
+    def pays(url: str) -> bool:
+        try:
+            return transfer_url_pays(parse_transfer_url(url), view)
+        except SolanaPayUrlError:
+            return False
+
     good = f"solana:{view.recipient}?amount=0.1&reference={view.reference}&label=AxiomID"
-    assert transfer_url_pays(good, view)
-    assert not transfer_url_pays(good.replace("amount=0.1", "amount=0.01"), view)
-    assert not transfer_url_pays(good.replace(view.reference, view.recipient), view)
-    assert not transfer_url_pays(good.replace("solana:", "solana://"), view)
-    assert not transfer_url_pays(good + "&amount=1", view)
-    assert not transfer_url_pays(good.replace("amount=0.1", "amount=nan"), view)
+    assert pays(good)
+    assert not pays(good.replace("amount=0.1", "amount=0.01"))
+    assert not pays(good.replace(view.reference, view.recipient))
+    assert not pays(good.replace("solana:", "solana://"))
+    assert not pays(good + "&amount=1")
+    for amount in (
+        "nan",
+        "1e999999999",
+        "-0.1",
+        "0.1000000001",
+        "\uff11",
+        " 0.1",
+        "99999999999999",
+    ):
+        assert not pays(good.replace("amount=0.1", f"amount={amount}")), amount
 
 
 async def test_checkout_page_is_served_with_a_strict_csp(gateway_factory: GatewayFactory) -> None:

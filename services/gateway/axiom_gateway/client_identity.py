@@ -16,6 +16,8 @@ from typing import Literal
 from aiohttp import web
 from multidict import CIMultiDictProxy
 
+from axiom_gateway.ratelimit_settings import RateLimitSettings
+
 Address = IPv4Address | IPv6Address
 Network = IPv4Network | IPv6Network
 ForwardedHeader = Literal["x-forwarded-for", "forwarded"]
@@ -35,6 +37,15 @@ class IdentityRules:
 
     def is_trusted(self, address: Address) -> bool:
         return any(address in network for network in self.trusted_proxies)
+
+    @classmethod
+    def from_settings(cls, settings: RateLimitSettings) -> IdentityRules:
+        return cls(
+            trusted_proxies=tuple(settings.trusted_proxies),
+            forwarded_header=settings.forwarded_header,
+            user_id_header=settings.user_id_header,
+            ipv6_prefix=settings.rate_limit_ipv6_prefix,
+        )
 
 
 def parse_address(text: str) -> Address | None:
@@ -112,20 +123,35 @@ def peer_of(request: web.Request) -> str | None:
     return request.remote
 
 
+def _peer(request: web.Request) -> tuple[str | None, Address | None]:
+    peer_text = peer_of(request)
+    return peer_text, parse_address(peer_text) if peer_text else None
+
+
+def authenticated_user(request: web.Request, rules: IdentityRules) -> str | None:
+    """The caller's user id as our auth layer or a trusted proxy states it; None otherwise
+    (anything a client writes itself is not an identity)."""
+    user_id: str | None = request.get(authenticated_user_key)
+    if user_id:
+        return user_id[:_MAX_USER_ID]
+    _text, peer = _peer(request)
+    if peer is not None and rules.is_trusted(peer):
+        header_user = request.headers.get(rules.user_id_header, "").strip()
+        if header_user:
+            return header_user[:_MAX_USER_ID]
+    return None
+
+
 def client_identity(request: web.Request, rules: IdentityRules) -> str:
     """A stable name for the client: `user:<id>` or `ip:<address or IPv6 network>`."""
-    user_id = request.get(authenticated_user_key)
+    user_id = authenticated_user(request, rules)
     if user_id:
-        return f"user:{user_id[:_MAX_USER_ID]}"
-    peer_text = peer_of(request)
-    peer = parse_address(peer_text) if peer_text else None
+        return f"user:{user_id}"
+    peer_text, peer = _peer(request)
     if peer is None:
         # A unix socket or an unknown transport: one client, whoever it is.
         return f"peer:{(peer_text or 'unknown')[:_MAX_USER_ID]}"
     if rules.is_trusted(peer):
-        header_user = request.headers.get(rules.user_id_header, "").strip()
-        if header_user:
-            return f"user:{header_user[:_MAX_USER_ID]}"
         hops = forwarded_hops(request.headers, rules.forwarded_header)
         return address_identity(client_address(peer, hops, rules), rules.ipv6_prefix)
     return address_identity(peer, rules.ipv6_prefix)

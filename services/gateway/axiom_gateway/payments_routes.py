@@ -19,7 +19,9 @@ from axiom_gateway.api_models import (
     TransactionRequestInfo,
     VerifyRequestBody,
 )
+from axiom_gateway.client_identity import IdentityRules, authenticated_user, client_identity
 from axiom_gateway.openapi import Operation, header_param, path_param
+from axiom_gateway.ratelimit import limit_by_key
 from axiom_gateway.settings import GatewaySettings
 from axiom_shared.errors import ApiError, ErrorBody, ErrorDetail, not_found, unavailable
 from axiom_shared.http import json_response, read_json
@@ -99,14 +101,28 @@ async def post_transaction_request(req: web.Request) -> web.Response:
     body = await read_json(req, PayRequestBody)
     if not _ORDER_RE.match(order_id):
         raise _order_not_found(order_id)
+    settings = _gateway_settings(req)
+    rules = IdentityRules.from_settings(settings)
+    if body.account is not None:
+        # The merchant's key co-signs each transaction request: one payer account gets only
+        # so many, whoever asks for them.
+        await limit_by_key(
+            req,
+            settings.account_rate_limit,
+            f"account:{body.account}",
+            "transaction requests for this account",
+        )
     created = await request(
         req.app[bus_key].nc,
         PAYMENTS_CREATE,
         CreatePaymentInput(
             order_id=order_id,
-            user_id=body.user_id or "anonymous",
+            # The authenticated user when a trusted layer in front says who it is.
+            user_id=authenticated_user(req, rules) or body.user_id or "anonymous",
             account=body.account,
             idempotency_key=idempotency_key(req),
+            # A key belongs to whoever sent it, never to a value in the body.
+            idempotency_scope=client_identity(req, rules),
         ),
         CreatePaymentResult,
         timeout=_timeout(req),
@@ -174,9 +190,14 @@ def idempotency_key(req: web.Request) -> str | None:
     return key
 
 
-def _public_base(req: web.Request) -> str:
+def _gateway_settings(req: web.Request) -> GatewaySettings:
     settings = req.app[settings_key]
     assert isinstance(settings, GatewaySettings)
+    return settings
+
+
+def _public_base(req: web.Request) -> str:
+    settings = _gateway_settings(req)
     if settings.public_base_url:
         return settings.public_base_url.rstrip("/") + "/"
     return f"{req.scheme}://{req.host}/"
@@ -219,6 +240,7 @@ def add_payment_routes(app: web.Application) -> list[Operation]:
                 413: ErrorBody,
                 415: ErrorBody,
                 422: ErrorBody,
+                429: ErrorBody,
                 **unavailable,
             },
             body=PayRequestBody,
@@ -236,6 +258,7 @@ def add_payment_routes(app: web.Application) -> list[Operation]:
                 413: ErrorBody,
                 415: ErrorBody,
                 422: ErrorBody,
+                429: ErrorBody,
                 **unavailable,
             },
             body=VerifyRequestBody,

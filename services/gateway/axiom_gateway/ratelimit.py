@@ -45,6 +45,8 @@ RedisGetter = Callable[[web.Request], Redis | None]
 
 #: The rate-limit headers of this request's answer, set by the middleware.
 rate_limit_headers_key = web.RequestKey("rate_limit_headers", dict[str, str])
+#: Set by the middleware when the request carried a valid admin token (no limit applies).
+admin_request_key = web.RequestKey("admin_request", bool)
 
 #: While falling back, a reminder is logged at most this often (seconds).
 FALLBACK_LOG_INTERVAL = 30.0
@@ -113,16 +115,16 @@ class RateLimiter:
     @classmethod
     def from_settings(cls, settings: RateLimitSettings) -> RateLimiter:
         return cls(
-            settings.rate_limits,
+            [*settings.rate_limits, settings.payment_rate_limit],
             redis_prefix=settings.rate_limit_redis_prefix,
             redis_timeout=settings.rate_limit_redis_timeout,
             retry_interval=settings.rate_limit_redis_retry_interval,
             fallback_max_clients=settings.rate_limit_fallback_max_clients,
         )
 
-    def rule_for(self, path: str) -> RateLimitRule | None:
+    def rule_for(self, path: str, method: str = "GET") -> RateLimitRule | None:
         for rule in self.rules:
-            if path.startswith(rule.prefix):
+            if rule.applies(path, method):
                 return rule
         return None
 
@@ -173,6 +175,9 @@ class RateLimiter:
             self._fallback_decisions = 0
 
 
+rate_limiter_key = web.AppKey("rate_limiter", RateLimiter)
+
+
 def _seconds(value: float) -> int:
     return max(math.ceil(value), 0)
 
@@ -217,41 +222,52 @@ def rate_limit_middleware(
 ) -> Middleware:
     """The middleware alone; `install_rate_limiting` also puts the headers on every answer."""
     limiter = limiter or RateLimiter.from_settings(settings)
-    rules = IdentityRules(
-        trusted_proxies=tuple(settings.trusted_proxies),
-        forwarded_header=settings.forwarded_header,
-        user_id_header=settings.user_id_header,
-        ipv6_prefix=settings.rate_limit_ipv6_prefix,
-    )
+    rules = IdentityRules.from_settings(settings)
     admin_header = settings.admin_token_header
     admin_tokens = [secret_value(settings.admin_token), secret_value(settings.admin_token_next)]
 
     @web.middleware
     async def rate_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
-        rule = limiter.rule_for(request.path)
+        rule = limiter.rule_for(request.path, request.method)
         if rule is None:
             return await handler(request)
         # Every token is compared (a list, not a short-circuit), each in constant time.
         if any([is_admin(request, admin_header, token) for token in admin_tokens]):
             RATE_LIMIT_DECISIONS.labels(route=rule.prefix, decision="bypassed").inc()
             request[rate_limit_headers_key] = policy_headers(rule)
+            request[admin_request_key] = True
             return await handler(request)
         identity = client_identity(request, rules)
         verdict = await limiter.decide(rule, identity, redis_getter(request))
         RATE_LIMIT_DECISIONS.labels(route=rule.prefix, decision=verdict.label).inc()
         request[rate_limit_headers_key] = decision_headers(rule, verdict.decision)
         if not verdict.decision.allowed:
-            retry_after = max(verdict.decision.reset_seconds, 1)
-            raise ApiError(
-                429,
-                "rate_limited",
-                f"too many requests: at most {rule.limit} per {rule.window:g} s; "
-                f"retry after {retry_after} s",
-                headers={"Retry-After": str(retry_after)},
-            )
+            raise _limited(rule, verdict.decision)
         return await handler(request)
 
     return rate_limit
+
+
+def _limited(rule: RateLimitRule, decision: Decision, what: str = "requests") -> ApiError:
+    retry_after = max(decision.reset_seconds, 1)
+    return ApiError(
+        429,
+        "rate_limited",
+        f"too many {what}: at most {rule.limit} per {rule.window:g} s; retry after {retry_after} s",
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
+async def limit_by_key(request: web.Request, rule: RateLimitRule, key: str, what: str) -> None:
+    """Count this request against `key` (something the body names, e.g. the payer account of a
+    transaction request) as well as against its client; 429 past `rule`. Admins bypass."""
+    if request.get(admin_request_key):
+        return
+    limiter = request.app[rate_limiter_key]
+    verdict = await limiter.decide(rule, key, _redis_of(request))
+    RATE_LIMIT_DECISIONS.labels(route=rule.prefix, decision=verdict.label).inc()
+    if not verdict.decision.allowed:
+        raise _limited(rule, verdict.decision, what)
 
 
 async def _add_rate_limit_headers(request: web.Request, response: web.StreamResponse) -> None:
@@ -270,6 +286,7 @@ def install_rate_limiting(
     store. Call before the app starts; the middleware runs inside the shared error/metrics one,
     so a 429 is written in the one error format."""
     limiter = RateLimiter.from_settings(settings)
+    app[rate_limiter_key] = limiter
     app.middlewares.append(rate_limit_middleware(settings, redis_getter, limiter))
     app.on_response_prepare.append(_add_rate_limit_headers)
     return limiter

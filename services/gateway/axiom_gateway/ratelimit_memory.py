@@ -68,7 +68,9 @@ class MemorySlidingWindow:
         return Decision(
             allowed=allowed,
             remaining=max(limit - len(admitted), 0),
-            reset_ms=max(math.ceil(reset * 1000), 0),
+            # A refusal always names a wait: `t + window - now` may round to 0.0 in floats
+            # while `t > now - window` still held.
+            reset_ms=max(math.ceil(reset * 1000), 0 if allowed else 1),
         )
 
     def _evict_idle(self, now: float) -> None:

@@ -15,21 +15,44 @@ class RateLimitRule(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     prefix: str = Field(pattern=r"^/")
+    #: The HTTP methods it counts (empty: every method).
+    methods: frozenset[Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]] = frozenset()
     limit: int = Field(ge=1, le=1_000_000)
     #: Seconds; the sliding window's length.
     window: float = Field(gt=0, le=86_400)
     #: The policy name shown in the `RateLimit-Policy`/`RateLimit` headers (an sf-string).
     policy: str = Field(default="default", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
 
+    def applies(self, path: str, method: str) -> bool:
+        return path.startswith(self.prefix) and (not self.methods or method in self.methods)
+
 
 def _default_rate_limits() -> list[RateLimitRule]:
     return [RateLimitRule(prefix="/api/proxy/", limit=10, window=10)]
+
+
+def _default_payment_rate_limit() -> RateLimitRule:
+    return RateLimitRule(
+        prefix="/api/pay/", methods=frozenset({"POST"}), limit=30, window=60, policy="payments"
+    )
+
+
+def _default_account_rate_limit() -> RateLimitRule:
+    return RateLimitRule(
+        prefix="/api/pay/req/", methods=frozenset({"POST"}), limit=10, window=60, policy="account"
+    )
 
 
 class RateLimitSettings(ServiceSettings):
     #: JSON list, e.g. `RATE_LIMITS='[{"prefix": "/api/proxy/", "limit": 10, "window": 10}]'`.
     #: The longest matching prefix applies; a path matching none is not limited.
     rate_limits: list[RateLimitRule] = Field(default_factory=_default_rate_limits)
+    #: Payment writes (`POST /api/pay/*`: creating payments, transaction requests, verify) per
+    #: client: whoever creates unpaid payments by the thousand is refused, not the checkout.
+    payment_rate_limit: RateLimitRule = Field(default_factory=_default_payment_rate_limit)
+    #: Transaction requests per payer `account` (whoever asks): the merchant's fee-payer key
+    #: signs each one, so one account cannot have it sign without end.
+    account_rate_limit: RateLimitRule = Field(default_factory=_default_account_rate_limit)
     #: Requests carrying this token in `admin_token_header` are not counted (unset: no bypass).
     admin_token: SecretStr | None = None
     #: Also accepted while `admin_token` rotates: set it, deploy, hand it out, promote it.

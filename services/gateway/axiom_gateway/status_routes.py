@@ -18,9 +18,7 @@ import contextlib
 import io
 import re
 from collections.abc import AsyncIterator
-from decimal import Decimal, InvalidOperation
 from importlib.resources import files
-from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiohttp
 import segno
@@ -35,6 +33,7 @@ from axiom_shared.logging import correlation_headers, get_logger
 from axiom_shared.nats import request
 from axiom_shared.schemas import GetPaymentInput, GetPaymentResult, PaymentView
 from axiom_shared.service import bus_key, settings_key
+from axiom_shared.solana_pay import SolanaPayUrlError, TransferRequest, parse_transfer_url
 from axiom_shared.topology import PAYMENTS_GET
 
 log = get_logger(__name__)
@@ -42,7 +41,6 @@ log = get_logger(__name__)
 STREAM_PATH = "/api/sse/payment-status/{payment_id}"
 QR_PATH = "/api/pay/qr/{payment_id}"
 CLIENT_HEADER = "X-Axiom-Client"
-LAMPORTS_PER_SOL = 1_000_000_000
 MAX_QR_URL = 2048
 #: The notifier sends a heartbeat about every 15 s: three missed means it is gone.
 NOTIFIER_READ_TIMEOUT = 45.0
@@ -85,15 +83,6 @@ def _gateway_settings(req: web.Request) -> GatewaySettings:
     return settings
 
 
-def _identity_rules(settings: GatewaySettings) -> IdentityRules:
-    return IdentityRules(
-        trusted_proxies=settings.trusted_proxies,
-        forwarded_header=settings.forwarded_header,
-        user_id_header=settings.user_id_header,
-        ipv6_prefix=settings.rate_limit_ipv6_prefix,
-    )
-
-
 async def stream_payment_status(req: web.Request) -> web.StreamResponse:
     payment_id = req.match_info["payment_id"]
     if not _PAYMENT_RE.match(payment_id):
@@ -103,7 +92,7 @@ async def stream_payment_status(req: web.Request) -> web.StreamResponse:
     settings = _gateway_settings(req)
     headers = {
         "Accept": "text/event-stream",
-        CLIENT_HEADER: client_identity(req, _identity_rules(settings)),
+        CLIENT_HEADER: client_identity(req, IdentityRules.from_settings(settings)),
         **correlation_headers(),
     }
     last_id = req.headers.get("Last-Event-ID", "").strip()
@@ -163,26 +152,13 @@ async def _relay_answer(upstream: aiohttp.ClientResponse) -> web.Response:
     raise ApiError(502, "bad_gateway", "the live status service answered unexpectedly")
 
 
-def transfer_url_pays(url: str, payment: PaymentView) -> bool:
-    """True when `url` is a Solana Pay transfer request paying exactly this payment."""
-    if len(url) > MAX_QR_URL:
-        return False
-    parts = urlsplit(url)
-    if parts.scheme != "solana" or parts.netloc or parts.fragment:
-        return False
-    if unquote(parts.path) != payment.recipient:
-        return False
-    query = parse_qs(parts.query, keep_blank_values=True, strict_parsing=False)
-    if payment.reference not in query.get("reference", []):
-        return False
-    amounts = query.get("amount", [])
-    if len(amounts) != 1:
-        return False
-    try:
-        lamports = Decimal(amounts[0]) * LAMPORTS_PER_SOL
-    except InvalidOperation:
-        return False
-    return lamports == payment.amount_lamports
+def transfer_url_pays(request: TransferRequest, payment: PaymentView) -> bool:
+    """True when `request` is a Solana Pay transfer request paying exactly this payment."""
+    return (
+        request.recipient == payment.recipient
+        and payment.reference in request.references
+        and request.lamports == payment.amount_lamports
+    )
 
 
 def qr_svg(data: str) -> bytes:
@@ -197,8 +173,11 @@ async def payment_qr(req: web.Request) -> web.Response:
     if not _PAYMENT_RE.match(payment_id):
         raise not_found("payment")
     url = req.query.get("url", "")
-    if not url.startswith("solana:") or len(url) > MAX_QR_URL:
-        raise _bad_qr_url("url must be the payment's solana: transfer URL")
+    try:
+        # Read whole before anything else: a malformed amount is the caller's mistake (422).
+        transfer = parse_transfer_url(url, MAX_QR_URL)
+    except SolanaPayUrlError as exc:
+        raise _bad_qr_url(f"url must be the payment's solana: transfer URL ({exc})") from None
     result = await request(
         req.app[bus_key].nc,
         PAYMENTS_GET,
@@ -206,7 +185,7 @@ async def payment_qr(req: web.Request) -> web.Response:
         GetPaymentResult,
         timeout=req.app[settings_key].request_timeout,
     )
-    if not transfer_url_pays(url, result.payment):
+    if not transfer_url_pays(transfer, result.payment):
         raise _bad_qr_url("url does not pay this payment")
     return web.Response(
         body=qr_svg(url),

@@ -1,26 +1,38 @@
 """Creating a payment: a fresh reference key, an unguessable public id, the catalogue price,
-and, when the payer's wallet is known, the Solana Pay transfer transaction for it to sign."""
+and, when the payer's wallet is known, the Solana Pay transfer transaction for it to sign.
+
+When the merchant co-signs as fee payer (SOLANA_PRIVATE_KEY), its key must never sign a
+transaction that moves the merchant's own money or that can only fail (DESIGN.md,
+"Transaction requests and the merchant's fee-payer key"):
+- an `account` that is the fee payer, the merchant wallet or any key the service holds is
+  refused: with the fee payer as `account`, its one signature would also authorise the
+  transfer, and the order would be paid with the merchant's own money;
+- the transaction is simulated before it is signed and returned: one that would fail (no
+  funds, no account) is refused, so nobody can make the merchant pay fees for failures.
+Nothing is stored for a refused request.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from solana.exceptions import SolanaRpcException
 from solana.rpc.async_api import AsyncClient
-from solana.rpc.commitment import Finalized
+from solana.rpc.commitment import Confirmed, Finalized
 from solders.hash import Hash
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
+from solders.transaction import Transaction
 
-from axiom_payments import store
+from axiom_payments import ledger
 from axiom_payments.catalog import Catalog
-from axiom_payments.events import status_event
-from axiom_payments.outbox import OutboxRelay, outbox_insert
-from axiom_payments.solana_pay import transfer_transaction, transfer_url
+from axiom_payments.ledger import PaymentRow
+from axiom_payments.outbox import OutboxRelay
+from axiom_payments.solana_pay import as_versioned, co_sign, encoded, transfer_transaction
 from axiom_shared.db import Database, IntegrityError
 from axiom_shared.errors import ApiError, ErrorDetail, not_found, unavailable
 from axiom_shared.logging import current_correlation_id, get_logger
@@ -29,9 +41,8 @@ from axiom_shared.schemas import (
     CreatePaymentInput,
     CreatePaymentResult,
     PaymentStatus,
-    PaymentStatusChanged,
-    PaymentView,
 )
+from axiom_shared.solana_pay import transfer_url
 
 log = get_logger(__name__)
 
@@ -45,11 +56,26 @@ class Creator:
     merchant_wallet: Pubkey
     fee_payer: Keypair | None
     payment_ttl: timedelta
+    #: Every key this service holds or pays into: never accepted as a payer's `account`.
+    held_keys: frozenset[str] = field(default_factory=frozenset)
+
+    def __post_init__(self) -> None:
+        held = {str(self.merchant_wallet)}
+        if self.fee_payer is not None:
+            held.add(str(self.fee_payer.pubkey()))
+        self.held_keys = frozenset(held | set(self.held_keys))
 
     async def create(self, request: CreatePaymentInput) -> CreatePaymentResult:
         item = self.catalog.get(request.order_id)
         if item is None:
             raise not_found(f"order {request.order_id!r}")
+        if request.account is not None and request.account in self.held_keys:
+            raise ApiError(
+                422,
+                "account_not_allowed",
+                "this account cannot pay: it belongs to the merchant",
+                [ErrorDetail(field="account", problem="a key the merchant holds or is paid to")],
+            )
         request_hash = _request_hash(request)
         if request.idempotency_key:
             replay = await self._replay(request, request_hash)
@@ -64,50 +90,67 @@ class Creator:
         expected_signature: str | None = None
         if request.account is not None:
             blockhash = await self._recent_blockhash()
-            transaction, signature = transfer_transaction(
+            tx = transfer_transaction(
                 payer=Pubkey.from_string(request.account),
                 recipient=self.merchant_wallet,
                 lamports=item.amount_lamports,
                 reference=reference,
                 memo=public_id,
                 blockhash=blockhash,
-                fee_payer=self.fee_payer,
+                fee_payer=self.fee_payer.pubkey() if self.fee_payer else None,
             )
-            expected_signature = str(signature) if signature else None
+            if self.fee_payer is not None:
+                # Simulated unsigned: a transaction that would fail is never signed.
+                await self._must_succeed(tx)
+                expected_signature = str(co_sign(tx, self.fee_payer))
+            transaction = encoded(tx)
 
-        view = PaymentView(
-            payment_id=public_id,
-            status=PaymentStatus.PENDING,
+        row = PaymentRow(
+            id=0,
+            public_id=public_id,
             order_id=item.order_id,
+            user_id=request.user_id,
+            reference_key=str(reference),
             amount_lamports=item.amount_lamports,
+            received_lamports=0,
+            refund_due_lamports=0,
             recipient=str(self.merchant_wallet),
-            reference=str(reference),
+            status=PaymentStatus.PENDING,
+            tx_signature=None,
             expected_signature=expected_signature,
+            failure_reason=None,
+            last_check=None,
+            version=1,
+            correlation_id=current_correlation_id(),
             expires_at=now + self.payment_ttl,
+            finalized_at=None,
             created_at=now,
             updated_at=now,
-            version=1,
+            scan_cursor=None,
+            scanned_at=None,
         )
         result = CreatePaymentResult(
             payment_id=public_id,
-            reference=view.reference,
-            recipient=view.recipient,
-            amount_lamports=view.amount_lamports,
+            reference=row.reference_key,
+            recipient=row.recipient,
+            amount_lamports=row.amount_lamports,
             transfer_url=transfer_url(
-                view.recipient, item.amount_lamports, view.reference, item.label, message, public_id
+                row.recipient,
+                item.amount_lamports,
+                row.reference_key,
+                item.label,
+                message,
+                public_id,
             ),
-            expires_at=view.expires_at,
+            expires_at=row.expires_at,
             message=message,
             transaction=transaction,
         )
-        created = PaymentStatusChanged(
-            payment=view, previous_status=None, source=ChangeSource.CREATION
-        )
-        statements = [store.insert_payment(view, request.user_id, current_correlation_id())]
+        extra = []
         if request.idempotency_key:
-            statements.append(
-                store.insert_idempotency_record(
-                    request.user_id,
+            extra.append(
+                ledger.idempotency_insert(
+                    request.idempotency_scope,
                     request.idempotency_key,
                     request_hash,
                     public_id,
@@ -115,22 +158,12 @@ class Creator:
                     now,
                 )
             )
-        statements.append(outbox_insert(status_event(created)))
-        statements.append(
-            store.audit_insert(
-                public_id,
-                None,
-                PaymentStatus.PENDING.value,
-                1,
-                None,
-                ChangeSource.CREATION.value,
-                current_correlation_id(),
-                now,
-            )
-        )
         try:
-            # The payment, its idempotency record and its first status event: all or nothing.
-            await self.db.batch(statements)
+            # The payment, its idempotency record, its first status event and its audit row:
+            # all or nothing.
+            await self.db.batch(
+                ledger.record_change(None, row, source=ChangeSource.CREATION, extra=extra)
+            )
         except IntegrityError:
             if request.idempotency_key:
                 # A concurrent request with the same key won the race: answer as it did.
@@ -146,8 +179,8 @@ class Creator:
         self, request: CreatePaymentInput, request_hash: str
     ) -> CreatePaymentResult | None:
         assert request.idempotency_key is not None
-        record = await store.get_idempotency_record(
-            self.db, request.user_id, request.idempotency_key
+        record = await ledger.get_idempotency_record(
+            self.db, request.idempotency_scope, request.idempotency_key
         )
         if record is None:
             return None
@@ -169,6 +202,31 @@ class Creator:
             log.warning("solana rpc unavailable", error=type(exc).__name__)
             raise unavailable("the Solana RPC is unavailable, try again shortly") from exc
         return answer.value.blockhash
+
+    async def _must_succeed(self, tx: Transaction) -> None:
+        try:
+            answer = await self.rpc.simulate_transaction(
+                as_versioned(tx), sig_verify=False, commitment=Confirmed
+            )
+        except (SolanaRpcException, OSError, TimeoutError) as exc:
+            log.warning("solana rpc unavailable", error=type(exc).__name__)
+            raise unavailable("the Solana RPC is unavailable, try again shortly") from exc
+        err = answer.value.err
+        if err is None:
+            return
+        logs = " ".join(answer.value.logs or [])
+        problem = (
+            "the account cannot pay the price"
+            if "insufficient" in logs.lower() or "Insufficient" in str(err)
+            else f"the transaction would fail on chain ({str(err)[:120]})"
+        )
+        log.info("transaction request refused by simulation", error=str(err)[:200])
+        raise ApiError(
+            422,
+            "transaction_would_fail",
+            "this account cannot pay for this order: the transaction would fail",
+            [ErrorDetail(field="account", problem=problem)],
+        )
 
 
 def _request_hash(request: CreatePaymentInput) -> str:

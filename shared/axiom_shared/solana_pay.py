@@ -1,0 +1,91 @@
+"""The Solana Pay transfer-request URL, built and read in one place, and the SOL/lamports
+conversion it needs (`amount` is in SOL, decimal; lamports are what everything else counts).
+
+`solana:<recipient>?amount=<SOL>&reference=<base58>&label=&message=&memo=` (spec: values
+URL-encoded, several `reference` allowed, `spl-token` for tokens).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from decimal import Decimal
+from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+from axiom_shared.schemas.base import U64_MAX
+
+LAMPORTS_PER_SOL = 1_000_000_000
+#: A SOL amount as a URL carries it: digits, at most 9 decimals (a lamport), no exponent, no
+#: sign. Anything else is refused before any arithmetic (`1e999999999` would overflow it).
+_SOL_AMOUNT = re.compile(r"^(0|[1-9][0-9]{0,10})(\.[0-9]{1,9})?$")
+
+
+class SolanaPayUrlError(ValueError):
+    """The text is not a Solana Pay transfer URL we can read."""
+
+
+def lamports_to_sol(lamports: int) -> str:
+    """Exact decimal SOL for a URL: 100000000 → '0.1'."""
+    sol = Decimal(lamports) / Decimal(LAMPORTS_PER_SOL)
+    return format(sol.normalize(), "f")
+
+
+def sol_to_lamports(text: str) -> int:
+    """Whole lamports from a decimal SOL amount; SolanaPayUrlError for anything else."""
+    if not _SOL_AMOUNT.match(text):
+        raise SolanaPayUrlError("amount must be a decimal SOL amount with at most 9 decimals")
+    whole, _, fraction = text.partition(".")
+    lamports = int(whole) * LAMPORTS_PER_SOL + int(fraction.ljust(9, "0") or "0")
+    if lamports > U64_MAX:
+        raise SolanaPayUrlError("amount is larger than any balance")
+    return lamports
+
+
+def transfer_url(
+    recipient: str, lamports: int, reference: str, label: str, message: str, memo: str
+) -> str:
+    params = [
+        ("amount", lamports_to_sol(lamports)),
+        ("reference", reference),
+        ("label", label),
+        ("message", message),
+        ("memo", memo),
+    ]
+    query = "&".join(f"{key}={quote(value, safe='')}" for key, value in params)
+    return f"solana:{recipient}?{query}"
+
+
+@dataclass(frozen=True)
+class TransferRequest:
+    recipient: str
+    lamports: int
+    references: tuple[str, ...]
+    label: str | None = None
+    message: str | None = None
+    memo: str | None = None
+
+
+def parse_transfer_url(url: str, max_length: int = 2048) -> TransferRequest:
+    """Read a transfer-request URL; SolanaPayUrlError naming what is wrong."""
+    if len(url) > max_length:
+        raise SolanaPayUrlError(f"the URL is longer than {max_length} characters")
+    parts = urlsplit(url)
+    if parts.scheme != "solana" or parts.netloc or parts.fragment:
+        raise SolanaPayUrlError("not a solana: transfer URL")
+    query = parse_qs(parts.query, keep_blank_values=True)
+    amounts = query.get("amount", [])
+    if len(amounts) != 1:
+        raise SolanaPayUrlError("exactly one amount is required")
+
+    def one(name: str) -> str | None:
+        values = query.get(name)
+        return values[0] if values else None
+
+    return TransferRequest(
+        recipient=unquote(parts.path),
+        lamports=sol_to_lamports(amounts[0]),
+        references=tuple(query.get("reference", [])),
+        label=one("label"),
+        message=one("message"),
+        memo=one("memo"),
+    )
