@@ -2,9 +2,14 @@
 restarted, NATS restarts (JetStream on disk), Redis restarts, the RPC turns slow (5 s) and
 unreliable (30% failures), and webhooks are dropped, duplicated x5 and reordered throughout.
 
-Checked at the end, from the DB and the chain: every paid payment provisioned exactly once,
-nothing unpaid provisioned, no entitlement without a finalized transaction that pays it, and
-clients only ever saw 2xx, 4xx or 503 (never a 500) while it all happened.
+Strangers who read the chain join in: junk transactions carrying live references (0 and
+1 lamport, and failed ones), more than 10% of all transactions, some landing before the
+buyer's payment.
+
+Checked at the end, from the DB and the chain: every paid payment provisioned exactly once, by
+the buyer's own transaction; nothing unpaid provisioned and no payment failed by a stranger;
+no entitlement without a finalized transaction that pays it; every junk lamport owed back;
+and clients only ever saw 2xx, 4xx or 503 (never a 500) while it all happened.
 """
 
 from __future__ import annotations
@@ -21,19 +26,23 @@ import aiohttp
 import pytest
 from solana.rpc.async_api import AsyncClient
 from solana.rpc.commitment import Finalized
+from solana.rpc.models import TxOpts
 from solders.keypair import Keypair
+from solders.pubkey import Pubkey
 from solders.signature import Signature
 
 from axiom_payments.settings import DEV_MERCHANT_WALLET
 from axiom_shared.db import open_database
 from deploy.local.processes import SERVICES, ChildProcess, service_process
 from sandbox.infra import NatsServer, RedisServer, free_port
-from tests.fixtures.solana import SolanaSandbox, airdrop, send_transfer
+from tests.fixtures.solana import SolanaSandbox, airdrop, send_transfer, transfer_tx
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 PAID = 300
 UNPAID = 20
+#: Junk transactions per honest one (0.2 → junk is 1/6 of all transactions).
+JUNK_RATE = 0.2
 PRICE = 100_000_000
 SECRET = "fault-suite-helius-secret"
 
@@ -120,16 +129,51 @@ async def test_300_payments_survive_every_fault(
 
             pollers = [asyncio.create_task(clients()) for _ in range(4)]
 
+            attacker, poor = Keypair(), Keypair()
+            await airdrop(solana_sandbox, str(attacker.pubkey()), 10_000_000_000)
+            await airdrop(solana_sandbox, str(poor.pubkey()), 100_000_000)  # fees only
+            chooser = random.Random(5)
+            honest: dict[str, Signature] = {}
+            junk: Counter[str] = Counter()
+            junk_lamports: Counter[str] = Counter()
+
             async with AsyncClient(solana_sandbox.rpc_url) as rpc:
 
+                async def send_junk(payment: dict[str, str]) -> None:
+                    """A stranger who read the reference on chain: 0 or 1 lamport, or a
+                    transaction that fails (fee paid, nothing moved)."""
+                    kind = chooser.choice(["zero", "one", "failed"])
+                    payer, lamports = {
+                        "zero": (attacker, 0),
+                        "one": (attacker, 1),
+                        "failed": (poor, 10_000_000_000),
+                    }[kind]
+                    blockhash = (await rpc.get_latest_blockhash(Finalized)).value.blockhash
+                    tx = transfer_tx(
+                        payer,
+                        Pubkey.from_string(DEV_MERCHANT_WALLET),
+                        lamports,
+                        blockhash,
+                        references=(Pubkey.from_string(payment["reference"]),),
+                    )
+                    await rpc.send_transaction(tx, opts=TxOpts(skip_preflight=True))
+                    junk[kind] += 1
+                    if kind == "one":
+                        junk_lamports[payment["payment_id"]] += 1
+
                 async def pay(index: int, payment: dict[str, str]) -> None:
-                    await send_transfer(
+                    stranger = chooser.random() < JUNK_RATE
+                    if stranger and chooser.random() < 0.5:
+                        await send_junk(payment)  # before the buyer's payment
+                    honest[payment["payment_id"]] = await send_transfer(
                         rpc,
                         payers[index % len(payers)],
                         DEV_MERCHANT_WALLET,
                         PRICE,
                         (payment["reference"],),
                     )
+                    if stranger and payment["payment_id"] not in junk_lamports:
+                        await send_junk(payment)
 
                 async def restart(name: str) -> None:
                     children[name].kill()
@@ -162,8 +206,14 @@ async def test_300_payments_survive_every_fault(
                 for index, fault in enumerate(faults):
                     chunk = paid[index * batch : (index + 1) * batch]
                     await asyncio.gather(*(pay(index * batch + i, p) for i, p in enumerate(chunk)))
+                    # Unpaid payments get junk too: it must never complete or fail them.
+                    for payment in unpaid[index :: len(faults)]:
+                        await send_junk(payment)
                     await fault()
                     await asyncio.sleep(0.3)
+                share = junk.total() / (junk.total() + PAID)
+                print(f"\njunk transactions: {dict(junk)}, {share:.0%} of all transactions")
+                assert share >= 0.10
 
             db = await open_database(db_url)
             try:
@@ -183,11 +233,17 @@ async def test_300_payments_survive_every_fault(
                 paid_ids = [p["payment_id"] for p in paid]
                 marks = ", ".join("?" for _ in paid_ids)
                 rows = await db.fetch_all(
-                    f"SELECT public_id, status, tx_signature, reference_key, received_lamports"  # noqa: S608
-                    f" FROM payments WHERE public_id IN ({marks})",
+                    f"SELECT public_id, status, tx_signature, reference_key, received_lamports,"  # noqa: S608
+                    f" refund_due_lamports FROM payments WHERE public_id IN ({marks})",
                     paid_ids,
                 )
                 assert Counter(r["status"] for r in rows) == {"provisioned": PAID}
+                for row in rows:
+                    # Paid by the buyer's own transaction; a stranger's lamport is owed back.
+                    assert row["tx_signature"] == str(honest[row["public_id"]]), row
+                    extra = junk_lamports[row["public_id"]]
+                    assert row["received_lamports"] == PRICE + extra, row
+                    assert row["refund_due_lamports"] == extra, row
                 grants = await db.fetch_one(
                     "SELECT count(*) AS n, count(DISTINCT payment_id) AS d FROM entitlements"
                 )
@@ -200,6 +256,13 @@ async def test_300_payments_survive_every_fault(
                     unpaid_ids,
                 )
                 assert {r["status"] for r in left} <= {"pending", "expired"}
+                failed = await db.fetch_one(
+                    "SELECT count(*) AS n FROM payments WHERE status = 'failed'"
+                )
+                assert failed == {"n": 0}  # nobody's payment failed by a stranger
+                observed = await db.fetch_one("SELECT count(*) AS n FROM observations")
+                assert observed is not None
+                assert observed["n"] >= junk["zero"] + junk["failed"]
                 # No entitlement without a finalized transaction that pays it.
                 async with AsyncClient(solana_sandbox.rpc_url) as rpc:
                     for row in rows:
