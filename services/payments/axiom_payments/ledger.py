@@ -8,7 +8,9 @@
   (`WHERE id = ? AND status = ? AND version = ?`: two racing writers can never both win), with
   its audit row and its outbox event in the same batch, each guarded by `changes() = 1` so
   they exist exactly when the change happened. Creation goes through it too (an INSERT).
-- `OPEN_SQL` is the one definition of "open": what the reconcile loop still scans.
+- `OPEN_SQL` is the one definition of "open" (still payable: pending, or expired within the
+  lookback); `WATCHED_SQL` adds payments that finished within the lookback, whose late money
+  must still be seen (and owed back) when its webhook is lost: what the reconcile loop scans.
 """
 
 from __future__ import annotations
@@ -47,6 +49,12 @@ TRANSITIONS: dict[tuple[PaymentStatus | None, PaymentStatus], str] = {
 #: Open: still scanned on chain by the reconcile loop (pending, or expired within the lookback,
 #: where late receipts may still complete it). Arguments: the lookback's cut-off time.
 OPEN_SQL = "(status = 'pending' OR (status = 'expired' AND expires_at > ?))"
+#: Open, or finished (verified, provisioned, failed) within the lookback. Arguments: the
+#: lookback's cut-off time, twice.
+WATCHED_SQL = (
+    "(status = 'pending' OR (status = 'expired' AND expires_at > ?)"
+    " OR (status IN ('verified', 'provisioned', 'failed') AND updated_at > ?))"
+)
 
 
 class IllegalTransition(RuntimeError):
@@ -245,15 +253,15 @@ async def stuck_verified(db: Database, before: datetime, limit: int) -> list[str
 async def claim_for_scan(
     db: Database, open_since: datetime, requested_before: datetime, limit: int, now: datetime
 ) -> list[str]:
-    """The open payments whose scan was asked for longest ago (never first), marked as asked
-    for now: a round-robin over every open payment, however many there are (no first-N)."""
+    """The watched payments whose scan was asked for longest ago (never first), marked as
+    asked for now: a round-robin over all of them, however many there are (no first-N)."""
     rows = await db.fetch_all(
         f"UPDATE payments SET scan_requested_at = ? WHERE id IN ("  # noqa: S608
-        f" SELECT id FROM payments WHERE {OPEN_SQL}"
+        f" SELECT id FROM payments WHERE {WATCHED_SQL}"
         "  AND (scan_requested_at IS NULL OR scan_requested_at < ?)"
         "  ORDER BY scan_requested_at IS NOT NULL, scan_requested_at, id LIMIT ?)"
         " RETURNING public_id",
-        [iso(now), iso(open_since), iso(requested_before), limit],
+        [iso(now), iso(open_since), iso(open_since), iso(requested_before), limit],
     )
     return [str(r["public_id"]) for r in rows]
 

@@ -1,11 +1,12 @@
 """Periodic work of the payments service, safe with any number of replicas:
 
 - expiry sweeper: pending payments past `expires_at` → `expired` (a conditional UPDATE each);
-- reconcile: every open payment (`ledger.OPEN_SQL`) is handed to the verifier to scan its
-  reference on chain. Helius drops events after a few retries; this loop is what guarantees
-  that nothing paid is missed. It is a round robin over all of them (the payments whose scan
-  was asked for longest ago go first), not a first-N window: no number of unpaid payments can
-  keep a paid one from being scanned. Candidates carry a msg id per payment and interval, so
+- reconcile: every open payment, and every one that finished within the lookback
+  (`ledger.WATCHED_SQL`: money sent after the end must be seen too), is handed to the verifier
+  to scan its reference on chain. Helius drops events after a few retries; this loop is what
+  guarantees that nothing paid is missed. It is a round robin over all of them (the payments
+  whose scan was asked for longest ago go first), not a first-N window: no number of unpaid
+  payments can keep a paid one from being scanned. Candidates carry a msg id per payment and interval, so
   replicas scheduling the same scan publish it once;
 - fulfilment catch-up: a payment left `verified` (the service died between the two steps)
   is provisioned;
