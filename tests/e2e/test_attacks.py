@@ -24,8 +24,7 @@ from typing import Any
 import aiohttp
 import pytest
 from solana.rpc.async_api import AsyncClient
-from solana.rpc.commitment import Confirmed, Finalized
-from solana.rpc.models import TxOpts
+from solana.rpc.commitment import Confirmed
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from solders.signature import Signature
@@ -34,7 +33,7 @@ from axiom_shared.db import Database, open_database
 from axiom_shared.redis import create_redis
 from deploy.local.processes import ChildProcess, service_process
 from sandbox.infra import NatsServer, RedisServer, free_port
-from tests.fixtures.solana import SandboxFactory, SolanaSandbox, airdrop, transfer_tx
+from tests.fixtures.solana import SandboxFactory, SolanaSandbox, airdrop, send_transfer
 
 pytestmark = pytest.mark.e2e
 
@@ -129,21 +128,17 @@ class Stack:
         confirm: bool = True,
     ) -> Signature:
         async with AsyncClient(self.sandbox.rpc_url) as rpc:
-            blockhash = (await rpc.get_latest_blockhash(Finalized)).value.blockhash
-            tx = transfer_tx(
+            return await send_transfer(
+                rpc,
                 payer,
-                Pubkey.from_string(recipient or str(self.merchant.pubkey())),
+                recipient or str(self.merchant.pubkey()),
                 lamports,
-                blockhash,
-                references=(Pubkey.from_string(reference),),
+                (reference,),
                 # One payer may send the same transfer twice: a memo keeps them distinct.
                 memo=uuid.uuid4().hex,
+                skip_preflight=skip_preflight,
+                confirm=confirm,
             )
-            opts = TxOpts(skip_preflight=skip_preflight, preflight_commitment=Confirmed)
-            signature = (await rpc.send_transaction(tx, opts=opts)).value
-            if confirm:
-                await rpc.confirm_transaction(signature, Confirmed, sleep_seconds=0.02)
-            return signature
 
     async def balance(self, address: Pubkey) -> int:
         async with AsyncClient(self.sandbox.rpc_url) as rpc:

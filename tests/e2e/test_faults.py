@@ -26,16 +26,14 @@ import aiohttp
 import pytest
 from solana.rpc.async_api import AsyncClient
 from solana.rpc.commitment import Finalized
-from solana.rpc.models import TxOpts
 from solders.keypair import Keypair
-from solders.pubkey import Pubkey
 from solders.signature import Signature
 
 from axiom_payments.settings import DEV_MERCHANT_WALLET
 from axiom_shared.db import open_database
 from deploy.local.processes import SERVICES, ChildProcess, service_process
 from sandbox.infra import NatsServer, RedisServer, free_port
-from tests.fixtures.solana import SolanaSandbox, airdrop, send_transfer, transfer_tx
+from tests.fixtures.solana import SolanaSandbox, airdrop, send_transfer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -148,15 +146,14 @@ async def test_300_payments_survive_every_fault(
                         "one": (attacker, 1),
                         "failed": (poor, 10_000_000_000),
                     }[kind]
-                    blockhash = (await rpc.get_latest_blockhash(Finalized)).value.blockhash
-                    tx = transfer_tx(
+                    await send_transfer(
+                        rpc,
                         payer,
-                        Pubkey.from_string(DEV_MERCHANT_WALLET),
+                        DEV_MERCHANT_WALLET,
                         lamports,
-                        blockhash,
-                        references=(Pubkey.from_string(payment["reference"]),),
+                        (payment["reference"],),
+                        skip_preflight=True,
                     )
-                    await rpc.send_transaction(tx, opts=TxOpts(skip_preflight=True))
                     junk[kind] += 1
                     if kind == "one":
                         junk_lamports[payment["payment_id"]] += 1

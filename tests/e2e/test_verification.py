@@ -14,13 +14,13 @@ import pytest
 from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
 from solana.rpc.async_api import AsyncClient
-from solana.rpc.commitment import Finalized
 from solders.keypair import Keypair
 from solders.signature import Signature
 
 from axiom_shared.nats import connect_nats
 from axiom_shared.schemas import ChangeSource, PaymentFindings, PaymentStatusChanged
 from sandbox.solana.wallet import pay_url
+from tests.fixtures.solana import send_transfer
 from tests.fixtures.system import PRICE, PaymentSystem, SystemFactory
 
 pytestmark = pytest.mark.e2e
@@ -327,21 +327,10 @@ async def test_confirmed_only_stays_pending_until_finalized(
 
 
 async def send_unconfirmed(system: PaymentSystem, payer: Keypair, reference: str) -> Signature:
-    from solders.pubkey import Pubkey
-
     from axiom_payments.settings import DEV_MERCHANT_WALLET
-    from tests.fixtures.solana import transfer_tx
 
     async with AsyncClient(system.solana.rpc_url) as rpc:
-        blockhash = (await rpc.get_latest_blockhash(Finalized)).value.blockhash
-        tx = transfer_tx(
-            payer,
-            Pubkey.from_string(DEV_MERCHANT_WALLET),
-            PRICE,
-            blockhash,
-            references=(Pubkey.from_string(reference),),
-        )
-        return (await rpc.send_transaction(tx)).value
+        return await send_transfer(rpc, payer, DEV_MERCHANT_WALLET, PRICE, (reference,))
 
 
 async def test_a_lying_webhook_changes_nothing(payment_system: PaymentSystem) -> None:

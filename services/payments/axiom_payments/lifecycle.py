@@ -125,21 +125,24 @@ class Lifecycle:
             if row is None:
                 raise PermanentError(f"findings for unknown payment {findings.payment_id}")
             try:
-                done = await self._apply(row, findings)
+                status = await self._apply(row, findings)
             except IntegrityError:
                 # A receipt was counted meanwhile, here (a racing delivery) or for another
                 # payment: read again; the next pass sees where it belongs.
                 continue
-            if done:
+            if status is not None:
                 break
         else:
             raise RuntimeError(f"payment {findings.payment_id} kept changing; will retry")
-        await self.provision(findings.payment_id)
+        if status is P.VERIFIED:
+            await self.provision(findings.payment_id)
         if findings.source == ChangeSource.WEBHOOK and findings.candidate_at is not None:
             delay = (datetime.now(UTC) - findings.candidate_at).total_seconds()
             WEBHOOK_DELAY_SECONDS.labels(provider="helius").observe(max(delay, 0.0))
 
-    async def _apply(self, row: PaymentRow, findings: PaymentFindings) -> bool:
+    async def _apply(self, row: PaymentRow, findings: PaymentFindings) -> PaymentStatus | None:
+        """Count what is new; the payment's status afterwards, None when another writer changed
+        it first."""
         now = datetime.now(UTC)
         existing = await ledger.receipts_of(self.db, row.id)
         known = {receipt.signature for receipt in existing}
@@ -184,14 +187,14 @@ class Lifecycle:
             if after:
                 await self.db.batch(after)
             self._count(observations, [])
-            return True
+            return row.status
         new = self._counted(row, [*existing, *fresh], now, findings.observed_at)
         reason = f"{len(fresh)} receipt(s): +{sum(r.amount_lamports for r in fresh)} lamports"
         extra = [ledger.receipt_insert(row.id, receipt, now) for receipt in fresh]
         if not await self.commit(
             row, new, source=findings.source, reason=reason, extra=extra, after=after
         ):
-            return False
+            return None
         self._count(observations, fresh)
         log.info(
             "receipts counted",
@@ -201,7 +204,7 @@ class Lifecycle:
             refund_due_lamports=new.refund_due_lamports,
             status=new.status.value,
         )
-        return True
+        return new.status
 
     def _counted(
         self, row: PaymentRow, receipts: list[ReceiptRow], now: datetime, observed_at: datetime

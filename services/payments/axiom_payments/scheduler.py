@@ -6,8 +6,8 @@
   to scan its reference on chain. Helius drops events after a few retries; this loop is what
   guarantees that nothing paid is missed. It is a round robin over all of them (the payments
   whose scan was asked for longest ago go first), not a first-N window: no number of unpaid
-  payments can keep a paid one from being scanned. Candidates carry a msg id per payment and interval, so
-  replicas scheduling the same scan publish it once;
+  payments can keep a paid one from being scanned. Candidates carry a msg id per payment and
+  interval, so replicas scheduling the same scan publish it once;
 - fulfilment catch-up: a payment left `verified` (the service died between the two steps)
   is provisioned;
 - the reconcile lag: of every open payment, the longest time since its last complete scan
