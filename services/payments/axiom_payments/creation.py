@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from solana.exceptions import SolanaRpcException
@@ -56,14 +56,14 @@ class Creator:
     merchant_wallet: Pubkey
     fee_payer: Keypair | None
     payment_ttl: timedelta
-    #: Every key this service holds or pays into: never accepted as a payer's `account`.
-    held_keys: frozenset[str] = field(default_factory=frozenset)
 
-    def __post_init__(self) -> None:
-        held = {str(self.merchant_wallet)}
+    @property
+    def held_keys(self) -> frozenset[str]:
+        """Every key this service holds or is paid to: never accepted as a payer's `account`."""
+        keys = {str(self.merchant_wallet)}
         if self.fee_payer is not None:
-            held.add(str(self.fee_payer.pubkey()))
-        self.held_keys = frozenset(held | set(self.held_keys))
+            keys.add(str(self.fee_payer.pubkey()))
+        return frozenset(keys)
 
     async def create(self, request: CreatePaymentInput) -> CreatePaymentResult:
         item = self.catalog.get(request.order_id)

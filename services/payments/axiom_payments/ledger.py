@@ -29,6 +29,7 @@ from axiom_shared.schemas import (
     PaymentStatus,
     PaymentStatusChanged,
     PaymentView,
+    Receipt,
 )
 
 P = PaymentStatus
@@ -159,6 +160,19 @@ class ReceiptRow:
         return (self.slot, self.position, self.signature)
 
     @classmethod
+    def of(cls, receipt: Receipt, source: ChangeSource) -> ReceiptRow:
+        """A receipt as the verifier found it, about to be stored."""
+        return cls(
+            signature=receipt.signature,
+            slot=receipt.slot,
+            position=receipt.position,
+            amount_lamports=receipt.amount_lamports,
+            payer=receipt.payer,
+            block_time=receipt.block_time,
+            source=source.value,
+        )
+
+    @classmethod
     def from_db(cls, row: dict[str, Any]) -> ReceiptRow:
         return cls(
             signature=str(row["signature"]),
@@ -232,11 +246,9 @@ async def observations_of(db: Database, payment_row_id: int) -> list[dict[str, A
     )
 
 
-async def public_ids(
-    db: Database, where: str, args: list[Any], limit: int, order: str = "id"
-) -> list[str]:
+async def public_ids(db: Database, where: str, args: list[Any], limit: int) -> list[str]:
     rows = await db.fetch_all(
-        f"SELECT public_id FROM payments WHERE {where} ORDER BY {order} LIMIT ?",  # noqa: S608
+        f"SELECT public_id FROM payments WHERE {where} ORDER BY id LIMIT ?",  # noqa: S608
         [*args, limit],
     )
     return [str(r["public_id"]) for r in rows]

@@ -163,17 +163,7 @@ class Lifecycle:
                     )
                 )
                 continue
-            fresh.append(
-                ReceiptRow(
-                    signature=signature,
-                    slot=receipt.slot,
-                    position=receipt.position,
-                    amount_lamports=receipt.amount_lamports,
-                    payer=receipt.payer,
-                    block_time=receipt.block_time,
-                    source=findings.source.value,
-                )
-            )
+            fresh.append(ReceiptRow.of(receipt, findings.source))
         after: list[Statement] = [
             ledger.observation_insert(row.id, obs, findings.source, now) for obs in observations
         ]

@@ -89,19 +89,17 @@ class Verifier:
         payment = found.payment
         # From here the work is the payment's: log and publish under its correlation id.
         bind_correlation_id(payment_cid or current_correlation_id())
+        findings = _Findings(payment.payment_id, candidate.source, arrived)
         if candidate.signature is not None:
             tx = await self._rpc.transaction(candidate.signature)
             if tx is None:
                 if not last_try:
                     raise NotFinalizedYet(candidate.signature)
-                findings = self._findings(payment, candidate.source, arrived)
                 findings.check = CheckOutcome.TRANSACTION_NOT_FOUND
-            else:
-                findings = self._findings(payment, candidate.source, arrived)
-                if not await self._judge(payment, tx, findings):
-                    findings.check = CheckOutcome.NO_REFERENCE
+            elif not await self._judge(payment, tx, findings):
+                findings.check = CheckOutcome.NO_REFERENCE
         else:
-            findings = await self._scan(payment, found.scan_cursor, candidate.source, arrived)
+            await self._scan(payment, found.scan_cursor, findings)
         await self._publish(findings.done(), msg_id)
         VERIFICATION_SECONDS.labels(source=candidate.source.value).observe(
             time.perf_counter() - started
@@ -122,7 +120,7 @@ class Verifier:
         for payment in ours.payments:
             # The webhook names a transaction; the work is each payment's own.
             bind_correlation_id(ours.correlation_ids.get(payment.payment_id) or webhook_cid)
-            findings = self._findings(payment, ChangeSource.WEBHOOK, item.received_at)
+            findings = _Findings(payment.payment_id, ChangeSource.WEBHOOK, item.received_at)
             await self._judge(payment, tx, findings, ours)
             await self._publish(
                 findings.done(),
@@ -131,25 +129,17 @@ class Verifier:
         bind_correlation_id(webhook_cid)
         VERIFICATION_SECONDS.labels(source="webhook").observe(time.perf_counter() - started)
 
-    async def _scan(
-        self,
-        payment: PaymentView,
-        cursor: str | None,
-        source: ChangeSource,
-        arrived: datetime,
-    ) -> _Findings:
+    async def _scan(self, payment: PaymentView, cursor: str | None, findings: _Findings) -> None:
         """Every finalized transaction touching the reference since the last scan, in chain
         order (findReference, without stopping at the first one)."""
         not_before = int((payment.created_at - self._skew).timestamp())
         infos = await self._rpc.signatures_for(
             payment.reference, until=cursor, not_before=None if cursor else not_before
         )
-        findings = self._findings(payment, source, arrived)
         for info in infos:
             await self._judge_listed(payment, info, findings)
         findings.scan_complete = True
         findings.scanned_through = infos[-1].signature if infos else None
-        return findings
 
     async def _judge_listed(
         self, payment: PaymentView, info: SignatureInfo, found: _Findings
@@ -269,9 +259,6 @@ class Verifier:
                 raise PermanentError(f"no payment {payment_id}") from None
             raise
         return result, result.correlation_id
-
-    def _findings(self, payment: PaymentView, source: ChangeSource, arrived: datetime) -> _Findings:
-        return _Findings(payment.payment_id, source, arrived)
 
     async def _publish(self, findings: PaymentFindings, msg_id: str) -> None:
         await publish_event(
