@@ -136,6 +136,11 @@ class ManagedServer:
 class NatsServer(ManagedServer):
     name = "nats"
 
+    def __init__(self, port: int | None = None, data_dir: str | None = None) -> None:
+        super().__init__(port, data_dir)
+        #: The HTTP monitoring port (`/connz` lists the connected clients by name).
+        self.monitor_port = free_port()
+
     def command(self) -> list[str]:
         return [
             find_binary("nats-server"),
@@ -143,10 +148,16 @@ class NatsServer(ManagedServer):
             self.host,
             "-p",
             str(self.port),
+            "-m",
+            str(self.monitor_port),
             "-js",
             "-sd",
             str(self.data_dir / "jetstream"),
         ]
+
+    @property
+    def monitor_url(self) -> str:
+        return f"http://{self.host}:{self.monitor_port}"
 
     def answers(self) -> bool:
         return nats_answers(self.host, self.port)

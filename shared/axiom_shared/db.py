@@ -83,7 +83,7 @@ class Database:
         self.url = url
         self._busy_retry_s = busy_retry_s
 
-    async def _retrying(self, op: str, call: Any) -> Any:
+    async def _retrying(self, call: Any) -> Any:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._busy_retry_s
         delay = 0.005
@@ -99,16 +99,14 @@ class Database:
 
     async def execute(self, sql: str, args: SqlArgs = None) -> libsql_client.ResultSet:
         stmt = _to_stmt((sql, args))
-        result: libsql_client.ResultSet = await self._retrying(
-            "execute", lambda: self._client.execute(stmt)
-        )
+        result: libsql_client.ResultSet = await self._retrying(lambda: self._client.execute(stmt))
         return result
 
     async def batch(self, statements: Sequence[Statement]) -> list[libsql_client.ResultSet]:
         """Run the statements in one transaction: all of them take effect, or none."""
         stmts = [_to_stmt(s) for s in statements]
         result: list[libsql_client.ResultSet] = await self._retrying(
-            "batch", lambda: self._client.batch(stmts)
+            lambda: self._client.batch(stmts)
         )
         return result
 

@@ -7,6 +7,7 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
+from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -200,3 +201,44 @@ def _route_name(request: web.Request) -> str:
     if resource is None:
         return "unmatched"
     return resource.canonical
+
+
+# --- who is on the other end of the socket ----------------------------------------------
+
+Address = IPv4Address | IPv6Address
+
+
+def parse_address(text: str) -> Address | None:
+    """An IP address from a peer name or a forwarded-for hop (`1.2.3.4:80`, `[::1]:443`,
+    `"[2001:db8::1]"`); None for anything else (`unknown`, obfuscated names, garbage)."""
+    value = text.strip().strip('"').strip()
+    if value.startswith("["):
+        end = value.find("]")
+        if end == -1:
+            return None
+        value = value[1:end]
+    elif value.count(":") == 1:
+        value = value.split(":", 1)[0]
+    try:
+        address = ip_address(value)
+    except ValueError:
+        return None
+    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def peer_of(request: web.Request) -> str | None:
+    """The direct peer's address: the socket's, not anything a middleware rewrote."""
+    transport = request.transport
+    if transport is not None:
+        peername = transport.get_extra_info("peername")
+        if isinstance(peername, tuple | list) and peername:
+            return str(peername[0])
+    return request.remote
+
+
+def peer_address(request: web.Request) -> tuple[str | None, Address | None]:
+    """The direct peer as the socket names it, and as an address when it is one."""
+    peer_text = peer_of(request)
+    return peer_text, parse_address(peer_text) if peer_text else None

@@ -12,12 +12,12 @@ import hashlib
 import re
 import sqlite3
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from axiom_shared.db import Database, DatabaseError, Statement
 from axiom_shared.logging import get_logger
+from axiom_shared.wire import now_stamp
 
 log = get_logger(__name__)
 
@@ -109,7 +109,7 @@ async def migrate(
     for m in migrations:
         if m.version in done or (target is not None and m.version > target):
             continue
-        now = datetime.now(UTC).isoformat()
+        now = now_stamp()
         stmts: list[Statement] = list(split_sql(m.up_sql))
         stmts.append(
             (

@@ -47,6 +47,13 @@ from axiom_shared.logging import (
 from axiom_shared.metrics import DEAD_LETTERS, JS_REDELIVERIES, NATS_REQUESTS
 from axiom_shared.schemas.base import Message
 from axiom_shared.topology import ConsumerSpec, ensure_consumer
+from axiom_shared.wire import (
+    DEAD_LETTER_REASON_HEADER,
+    DELIVERIES_HEADER,
+    ORIGINAL_SEQUENCE_HEADER,
+    ORIGINAL_STREAM_HEADER,
+    ORIGINAL_SUBJECT_HEADER,
+)
 
 log = get_logger(__name__)
 
@@ -83,11 +90,15 @@ async def connect_nats(
     async def on_reconnected() -> None:
         log.info("nats reconnected")
 
+    # nats-py annotates these two as int; it uses them as seconds and takes fractions.
+    timing: dict[str, Any] = {
+        "connect_timeout": connect_timeout,
+        "reconnect_time_wait": reconnect_wait,
+    }
     nc: NATS = await nats.connect(
         servers=[url],
         name=name,
-        connect_timeout=connect_timeout,  # type: ignore[arg-type,unused-ignore]
-        reconnect_time_wait=reconnect_wait,  # type: ignore[arg-type,unused-ignore]
+        **timing,
         max_reconnect_attempts=-1,
         allow_reconnect=True,
         error_cb=on_error,
@@ -239,15 +250,20 @@ async def serve(
     service = await add_service(
         nc, ServiceConfig(name=name, version=version, description=description)
     )
-    for endpoint in endpoints:
-        handle = _wrap(endpoint)
-        if in_flight is not None:
-            handle = functools.partial(in_flight.submit, handle)
-        await service.add_endpoint(
-            EndpointConfig(name=endpoint.name, subject=endpoint.subject, handler=handle)
-        )
-    # The subscriptions exist once the server has them: before that, requests see no responders.
-    await nc.flush()
+    try:
+        for endpoint in endpoints:
+            handle = _wrap(endpoint)
+            if in_flight is not None:
+                handle = functools.partial(in_flight.submit, handle)
+            await service.add_endpoint(
+                EndpointConfig(name=endpoint.name, subject=endpoint.subject, handler=handle)
+            )
+        # The subscriptions exist once the server has them: before that, requests see no
+        # responders.
+        await nc.flush()
+    except BaseException:
+        await service.stop()
+        raise
     return service
 
 
@@ -419,11 +435,11 @@ class JetStreamConsumer(Generic[M]):
     async def _dead_letter(self, msg: Msg, reason: str) -> None:
         meta = msg.metadata
         headers = {
-            "Axiom-Dead-Letter-Reason": reason.replace("\r", " ").replace("\n", " "),
-            "Axiom-Original-Subject": msg.subject,
-            "Axiom-Original-Stream": meta.stream,
-            "Axiom-Original-Sequence": str(meta.sequence.stream),
-            "Axiom-Deliveries": str(meta.num_delivered),
+            DEAD_LETTER_REASON_HEADER: reason.replace("\r", " ").replace("\n", " "),
+            ORIGINAL_SUBJECT_HEADER: msg.subject,
+            ORIGINAL_STREAM_HEADER: meta.stream,
+            ORIGINAL_SEQUENCE_HEADER: str(meta.sequence.stream),
+            DELIVERIES_HEADER: str(meta.num_delivered),
             MSG_ID_HEADER: f"{meta.stream}:{meta.sequence.stream}:{self._spec.durable}",
         }
         headers.update(correlation_headers())

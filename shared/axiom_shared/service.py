@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -33,6 +34,7 @@ from axiom_shared.metrics import render_metrics
 from axiom_shared.migrations import Migration, migrate
 from axiom_shared.nats import connect_nats
 from axiom_shared.redis import create_redis, redis_ready
+from axiom_shared.routes import RateLimitClass, Route, add_routes
 from axiom_shared.settings import ServiceSettings
 from axiom_shared.topology import ensure_topology
 
@@ -40,6 +42,7 @@ log = get_logger(__name__)
 
 S = TypeVar("S", bound=ServiceSettings)
 ReadinessCheck = Callable[[], Awaitable[bool]]
+CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 
 
 @dataclass
@@ -50,6 +53,8 @@ class Bus:
     js: JetStreamContext
 
 
+#: The settings as the shared plumbing sees them; a service reads its own, typed, through the
+#: key `typed_settings_key` gives it (set by `create_service_app(settings, key)`).
 settings_key = web.AppKey("settings", ServiceSettings)
 bus_key = web.AppKey("bus", Bus)
 readiness_key = web.AppKey("readiness", dict[str, ReadinessCheck])
@@ -57,10 +62,15 @@ stopping_key = web.AppKey("stopping", asyncio.Event)
 redis_key = web.AppKey("redis", Redis)
 
 
+def typed_settings_key(settings_type: type[S]) -> web.AppKey[S]:
+    """The key a service reads its own settings by, typed as its settings class."""
+    return web.AppKey(f"{settings_type.__module__}.{settings_type.__qualname__}", settings_type)
+
+
 def create_service_app(
-    settings: ServiceSettings, *, max_body: int = DEFAULT_MAX_BODY
+    settings: S, key: web.AppKey[S] | None = None, *, max_body: int = DEFAULT_MAX_BODY
 ) -> web.Application:
-    """The base app every service factory starts from."""
+    """The base app every service factory starts from (its settings also under `key`)."""
     app = web.Application(
         middlewares=http_middlewares(settings.service_name),
         client_max_size=max_body,
@@ -73,14 +83,15 @@ def create_service_app(
             "max_line_size": MAX_REQUEST_LINE,
         },
     )
-    app[settings_key] = settings
+    plumbing: ServiceSettings = settings
+    app[settings_key] = plumbing
+    if key is not None:
+        app[key] = settings
     app[body_timeout_key] = settings.http_body_timeout
     app[readiness_key] = {}
     app[stopping_key] = asyncio.Event()
-    app.router.add_get("/healthz", _healthz)
-    app.router.add_get("/readyz", _readyz)
-    app.router.add_get("/metrics", _metrics)
-    app.cleanup_ctx.append(_nats_context)
+    add_routes(app, BASE_ROUTES)
+    app.cleanup_ctx.append(lifecycle(_start_nats))
     app.on_shutdown.append(_mark_stopping)
     return app
 
@@ -89,7 +100,25 @@ def add_readiness_check(app: web.Application, name: str, check: ReadinessCheck) 
     app[readiness_key][name] = check
 
 
-async def _nats_context(app: web.Application) -> AsyncIterator[None]:
+StartUp = Callable[[web.Application, AsyncExitStack], Awaitable[None]]
+
+
+def lifecycle(start: StartUp) -> CleanupContext:
+    """A cleanup context from a start-up function that registers, on the exit stack it is
+    given, how to stop each thing right after starting it. Whatever was started is stopped in
+    reverse order: at shutdown, and also when start-up fails half way (an exception before
+    the `yield` of an ordinary cleanup context would leave the first half running)."""
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            await start(app, stack)
+            yield
+
+    context.__name__ = context.__qualname__ = getattr(start, "__name__", "lifecycle")
+    return context
+
+
+async def _start_nats(app: web.Application, stack: AsyncExitStack) -> None:
     settings = app[settings_key]
     nc = await connect_nats(
         settings.nats_url,
@@ -98,6 +127,16 @@ async def _nats_context(app: web.Application) -> AsyncIterator[None]:
         creds_file=settings.nats_creds_file,
         tls_ca_file=settings.nats_tls_ca_file,
     )
+
+    async def drain() -> None:
+        # Last out: subscriptions stop, what is buffered is flushed, then the socket closes.
+        try:
+            await asyncio.wait_for(nc.drain(), timeout=settings.shutdown_timeout)
+        except Exception as exc:
+            log.warning("nats drain incomplete", error=repr(exc)[:200])
+            await nc.close()
+
+    stack.push_async_callback(drain)
     js = nc.jetstream()
     await ensure_topology(nc, js, settings.nats_stream_replicas)
     app[bus_key] = Bus(nc=nc, js=js)
@@ -106,12 +145,6 @@ async def _nats_context(app: web.Application) -> AsyncIterator[None]:
         return bool(nc.is_connected)
 
     add_readiness_check(app, "nats", nats_ready)
-    yield
-    try:
-        await asyncio.wait_for(nc.drain(), timeout=settings.shutdown_timeout)
-    except Exception as exc:
-        log.warning("nats drain incomplete", error=repr(exc)[:200])
-        await nc.close()
 
 
 async def _mark_stopping(app: web.Application) -> None:
@@ -141,6 +174,13 @@ async def _metrics(_request: web.Request) -> web.Response:
     response = web.Response(body=payload)
     response.headers["Content-Type"] = content_type
     return response
+
+
+BASE_ROUTES = (
+    Route("GET", "/healthz", _healthz, internal=True, rate_limit=RateLimitClass.NONE),
+    Route("GET", "/readyz", _readyz, internal=True, rate_limit=RateLimitClass.NONE),
+    Route("GET", "/metrics", _metrics, internal=True, rate_limit=RateLimitClass.NONE),
+)
 
 
 def settings_problem(exc: ValidationError) -> str:
@@ -185,24 +225,20 @@ def run_service(settings_type: type[S], create_app: Callable[[S], web.Applicatio
     log.info("stopped")
 
 
-CleanupContext = Callable[[web.Application], AsyncIterator[None]]
-
-
 def redis_context(url: str, timeout: float) -> CleanupContext:
     """A cleanup context that opens the Redis client into `app[redis_key]` and checks it."""
 
-    async def context(app: web.Application) -> AsyncIterator[None]:
+    async def start_redis(app: web.Application, stack: AsyncExitStack) -> None:
         client = create_redis(url, timeout)
+        stack.push_async_callback(client.aclose)
         app[redis_key] = client
 
         async def ready() -> bool:
             return await redis_ready(client)
 
         add_readiness_check(app, "redis", ready)
-        yield
-        await client.aclose()
 
-    return context
+    return lifecycle(start_redis)
 
 
 def database_context(
@@ -215,13 +251,12 @@ def database_context(
     """A cleanup context that opens a libSQL database into `app[key]`, applies pending
     migrations (idempotent, safe when replicas start together) and checks it."""
 
-    async def context(app: web.Application) -> AsyncIterator[None]:
+    async def start_database(app: web.Application, stack: AsyncExitStack) -> None:
         db = await open_database(url, auth_token)
+        stack.push_async_callback(db.close)
         if migrations:
             await migrate(db, migrations)
         app[key] = db
         add_readiness_check(app, name, db.ping)
-        yield
-        await db.close()
 
-    return context
+    return lifecycle(start_database)

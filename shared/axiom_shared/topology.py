@@ -8,7 +8,7 @@ survives a NATS restart. The replica count is a setting (1 locally, 3 in a clust
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
@@ -94,7 +94,6 @@ class ConsumerSpec:
     fan_out: bool = False
     deliver_new_only: bool = False
     inactive_threshold: float = 300.0
-    extra: dict[str, object] = field(default_factory=dict)
 
     def consumer_name(self, replica_id: str | None = None) -> str:
         if self.fan_out:

@@ -23,7 +23,7 @@ from pathlib import Path
 from nats.aio.client import Client as NATS
 from solders.pubkey import Pubkey
 
-from axiom_payments.events import publish_status_changed
+from axiom_payments.events import deliver, status_event
 from axiom_shared.nats import connect_nats
 from axiom_shared.schemas import ChangeSource, PaymentStatus, PaymentStatusChanged, PaymentView
 from axiom_shared.topology import ensure_topology
@@ -74,7 +74,7 @@ async def publish(nc: NATS, payment_id: str, status: PaymentStatus, version: int
         previous_status=None,
         source=ChangeSource.OPERATOR,
     )
-    await publish_status_changed(nc.jetstream(), event)
+    await deliver(nc.jetstream(), status_event(event))
     return started
 
 

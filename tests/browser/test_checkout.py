@@ -33,7 +33,8 @@ from playwright.async_api import (
     expect,
 )
 
-from axiom_payments.events import publish_status_changed
+from axiom_payments.events import deliver
+from axiom_payments.events import status_event as outgoing_status
 from axiom_shared.schemas import ChangeSource, PaymentStatus, PaymentStatusChanged, PaymentView
 from sandbox.solana.wallet import pay_url
 from tests.fixtures.infra import RunningApp
@@ -166,7 +167,7 @@ async def publish(
     event = PaymentStatusChanged(
         payment=changed, previous_status=view.status, source=ChangeSource.OPERATOR
     )
-    await publish_status_changed(nc.jetstream(), event)
+    await deliver(nc.jetstream(), outgoing_status(event))
     return changed
 
 

@@ -356,17 +356,21 @@ async def test_concurrent_same_key_books_once_and_the_other_gets_409(
 
 
 async def test_crash_after_amadeus_answered_never_books_twice(
-    amadeus_sandbox: AmadeusSandbox, proxy: ProxyFactory, nats_client: NATS
+    amadeus_sandbox: AmadeusSandbox,
+    proxy: ProxyFactory,
+    nats_client: NATS,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    async def crash() -> None:
+    async def crash(*_args: object) -> None:
         raise RuntimeError("simulated crash after the order was created")
 
     async with proxy(amadeus_sandbox) as app:
         booking = await booking_input(nats_client)
-        app[bookings_key].after_order_answer = crash
-        error = await api_error(book(nats_client, booking))
+        # The process dies between Amadeus's answer and our write of it.
+        with monkeypatch.context() as patch:
+            patch.setattr(app[bookings_key], "_complete", crash)
+            error = await api_error(book(nats_client, booking))
         assert error.status == 500
-        app[bookings_key].after_order_answer = None
 
         # Soon after: the first attempt might still be running, so it is "in progress".
         error = await api_error(book(nats_client, booking))

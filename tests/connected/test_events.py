@@ -12,7 +12,8 @@ from nats.aio.client import Client as NATS
 from axiom_notifier.app import create_app as create_notifier
 from axiom_notifier.app import hub_key
 from axiom_notifier.settings import NotifierSettings
-from axiom_payments.events import publish_status_changed
+from axiom_payments.events import deliver
+from axiom_payments.events import status_event as outgoing_status
 from axiom_shared.metrics import DEAD_LETTERS
 from axiom_shared.schemas import ChangeSource, PaymentStatus, PaymentStatusChanged, PaymentView
 from axiom_shared.topology import NOTIFIER_STATUS_FEED, PAYMENT_STATUS_BUCKET
@@ -57,7 +58,7 @@ async def test_status_change_reaches_notifier_and_poison_is_dead_lettered(
         await wait_for(lambda: notifier.app[hub_key] is hub and _consumer_exists(js, settings))
         dead_before = DEAD_LETTERS.labels(consumer=NOTIFIER_STATUS_FEED.durable)._value.get()
 
-        await publish_status_changed(js, status_event(payment_id, PaymentStatus.PENDING, 1))
+        await deliver(js, outgoing_status(status_event(payment_id, PaymentStatus.PENDING, 1)))
         first = await _next(watcher)
         assert first.payment.status == PaymentStatus.PENDING
 
@@ -65,7 +66,7 @@ async def test_status_change_reaches_notifier_and_poison_is_dead_lettered(
         subject = f"payments.events.status.{payment_id}"
         await js.publish(subject, b'{"schema": "payments.status_changed/1", "payment": {}}')
         await js.publish(subject, b"not even json")
-        await publish_status_changed(js, status_event(payment_id, PaymentStatus.VERIFIED, 2))
+        await deliver(js, outgoing_status(status_event(payment_id, PaymentStatus.VERIFIED, 2)))
 
         second = await _next(watcher)
         assert second.payment.status == PaymentStatus.VERIFIED
@@ -86,7 +87,7 @@ async def test_status_change_reaches_notifier_and_poison_is_dead_lettered(
         latest = PaymentStatusChanged.from_bytes((await kv.get(payment_id)).value or b"")
         assert latest.payment.version == 2
         # An older change published late never replaces a newer latest status.
-        await publish_status_changed(js, status_event(payment_id, PaymentStatus.PENDING, 1))
+        await deliver(js, outgoing_status(status_event(payment_id, PaymentStatus.PENDING, 1)))
         latest = PaymentStatusChanged.from_bytes((await kv.get(payment_id)).value or b"")
         assert latest.payment.status == PaymentStatus.VERIFIED
     finally:
@@ -106,8 +107,8 @@ async def test_a_republished_change_is_delivered_once(
         await wait_for(lambda: _consumer_exists(js, settings))
         event = status_event(payment_id, PaymentStatus.PENDING, 1)
         for _ in range(3):  # a publisher retrying after a lost ack
-            await publish_status_changed(js, event)
-        await publish_status_changed(js, status_event(payment_id, PaymentStatus.VERIFIED, 2))
+            await deliver(js, outgoing_status(event))
+        await deliver(js, outgoing_status(status_event(payment_id, PaymentStatus.VERIFIED, 2)))
         got = [await _next(watcher), await _next(watcher)]
         assert [e.payment.version for e in got] == [1, 2]
         assert watcher.empty()

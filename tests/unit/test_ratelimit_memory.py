@@ -16,16 +16,12 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from structlog.testing import capture_logs
 
-from axiom_gateway.client_identity import (
-    IdentityRules,
-    authenticated_user_key,
-    client_identity,
-    parse_address,
-)
+from axiom_gateway.client_identity import IdentityRules, authenticated_user_key, client_identity
 from axiom_gateway.ratelimit import RateLimiter, decision_headers
 from axiom_gateway.ratelimit_memory import Decision, MemorySlidingWindow
 from axiom_gateway.ratelimit_settings import RateLimitRule
 from axiom_gateway.settings import GatewaySettings
+from axiom_shared.http import parse_address
 
 
 class FakeClock:

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from pydantic import ValidationError
+from solders.pubkey import Pubkey as SoldersPubkey
 
 from axiom_shared.schemas import (
     ChangeSource,
@@ -15,7 +16,7 @@ from axiom_shared.schemas import (
     PaymentStatusChanged,
     PaymentView,
 )
-from axiom_shared.schemas.base import U64_MAX, b58decode
+from axiom_shared.schemas.base import U64_MAX
 
 PUBKEY = "4Nd1mBQtrMJVYVfKf2PJy9NZUZdTAsp7D4xWLs4gDB4T"
 SIG = "5VERv8NMvzbJMEkV8xnrLkEaWRtSz9CosKDYjCJjBRnbJLgp8uirBgmQpjKhoR4tjF3ZpRzrFmBV6UjKdiSZkQUW"
@@ -81,7 +82,7 @@ def test_bad_public_keys_are_refused(key: str) -> None:
 
 
 def test_signature_and_pubkey_lengths() -> None:
-    assert len(b58decode(PUBKEY)) == 32
+    assert len(bytes(SoldersPubkey.from_string(PUBKEY))) == 32
     assert view(tx_signature=SIG, status="verified").tx_signature == SIG
     with pytest.raises(ValidationError):
         view(tx_signature=PUBKEY)

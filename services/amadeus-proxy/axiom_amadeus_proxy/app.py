@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from importlib.resources import files
 
 import aiohttp
@@ -26,6 +26,7 @@ from axiom_shared.service import (
     bus_key,
     create_service_app,
     database_context,
+    lifecycle,
     redis_context,
     redis_key,
     run_service,
@@ -33,7 +34,6 @@ from axiom_shared.service import (
 from axiom_shared.settings import secret_value
 
 bookings_db_key = web.AppKey("bookings_db", Database)
-amadeus_client_key = web.AppKey("amadeus_client", AmadeusClient)
 bookings_key = web.AppKey("bookings", Bookings)
 
 
@@ -68,10 +68,11 @@ def _amadeus_context(settings: AmadeusProxySettings) -> CleanupContext:
     """The upstream client (HTTP session, token cache, pacer), the booking flow, and the NATS
     endpoints; on shutdown: stop taking requests, finish those in flight, close the session."""
 
-    async def context(app: web.Application) -> AsyncIterator[None]:
+    async def amadeus(app: web.Application, stack: AsyncExitStack) -> None:
         redis = app[redis_key]
         namespace = redis_namespace(settings)
         session = aiohttp.ClientSession(raise_for_status=False)
+        stack.push_async_callback(session.close)
         pacer = Pacer(
             redis,
             f"{namespace}:pace",
@@ -104,9 +105,9 @@ def _amadeus_context(settings: AmadeusProxySettings) -> CleanupContext:
         bookings = Bookings(
             app[bookings_db_key], client, stale_after=settings.amadeus_booking_stale_after
         )
-        app[amadeus_client_key] = client
         app[bookings_key] = bookings
         in_flight = InFlight(settings.amadeus_max_concurrency)
+        stack.push_async_callback(in_flight.wait, settings.shutdown_timeout)
         service = await serve(
             app[bus_key].nc,
             SERVICE_NAME,
@@ -115,14 +116,9 @@ def _amadeus_context(settings: AmadeusProxySettings) -> CleanupContext:
             "Amadeus flight search and idempotent booking",
             in_flight=in_flight,
         )
-        try:
-            yield
-        finally:
-            await service.stop()
-            await in_flight.wait(settings.shutdown_timeout)
-            await session.close()
+        stack.push_async_callback(service.stop)
 
-    return context
+    return lifecycle(amadeus)
 
 
 def main() -> None:

@@ -32,11 +32,10 @@ sent yet) that went stale is simply taken over.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import secrets
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -57,15 +56,16 @@ from axiom_amadeus_proxy.client import (
 )
 from axiom_shared.db import Database, IntegrityError
 from axiom_shared.errors import ApiError, ErrorBody
+from axiom_shared.idempotency import fingerprint
 from axiom_shared.logging import get_logger
 from axiom_shared.schemas.amadeus import FlightBookInput, FlightBookResult
 from axiom_shared.schemas.base import utcnow
+from axiom_shared.wire import IDEMPOTENT_REPLAYED_HEADER, stamp
 
 log = get_logger(__name__)
 
 AGENT_ID = "amadeus-proxy"
 KIND = "flight_booking"
-REPLAYED_HEADER = "Idempotent-Replayed"
 
 
 class BookingState(StrEnum):
@@ -77,10 +77,7 @@ class BookingState(StrEnum):
 
 
 def request_fingerprint(booking: FlightBookInput) -> str:
-    canonical = json.dumps(
-        booking.booking_body(), sort_keys=True, separators=(",", ":"), ensure_ascii=False
-    )
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return fingerprint(booking.booking_body())
 
 
 def booking_error(response: AmadeusResponse) -> ApiError:
@@ -126,18 +123,10 @@ def _outcome_unknown() -> ApiError:
     )
 
 
-def _stamp(moment: datetime) -> str:
-    # Fixed width, UTC: these strings compare in time order.
-    return moment.isoformat(timespec="milliseconds")
-
-
 @dataclass(frozen=True)
 class Claim:
     row_id: str
     token: str
-
-
-OrderAnswerHook = Callable[[], Awaitable[None]]
 
 
 class Bookings:
@@ -153,8 +142,6 @@ class Bookings:
         self._client = client
         self._stale_after = timedelta(seconds=stale_after)
         self._clock = clock
-        #: Test-only fault point: run after Amadeus answered the order, before our write.
-        self.after_order_answer: OrderAnswerHook | None = None
 
     async def book(self, booking: FlightBookInput) -> FlightBookResult:
         fingerprint = request_fingerprint(booking)
@@ -188,7 +175,7 @@ class Bookings:
                         fingerprint,
                         BookingState.IN_FLIGHT.value,
                         claim.token,
-                        _stamp(self._clock()),
+                        stamp(self._clock()),
                     ],
                 )
                 return claim
@@ -214,7 +201,7 @@ class Bookings:
                 "this Idempotency-Key was already used for a different request",
             )
         state = row["booking_state"]
-        stale = str(row["updated_at"] or "") < _stamp(self._clock() - self._stale_after)
+        stale = str(row["updated_at"] or "") < stamp(self._clock() - self._stale_after)
         if state == BookingState.COMPLETED:
             return FlightBookResult(
                 idempotency_key=key,
@@ -228,7 +215,7 @@ class Bookings:
             except ValidationError:
                 raise ApiError(502, "booking_failed", "the booking failed") from None
             error = ApiError.from_body(int(row["response_status"]), body)
-            error.headers[REPLAYED_HEADER] = "true"
+            error.headers[IDEMPOTENT_REPLAYED_HEADER] = "true"
             raise error
         if state == BookingState.IN_FLIGHT and stale:
             # Its worker died before sending the order: nothing was booked, take it over.
@@ -238,7 +225,7 @@ class Bookings:
                 " WHERE id = ? AND booking_state = ? AND claim_token = ?",
                 [
                     claim.token,
-                    _stamp(self._clock()),
+                    stamp(self._clock()),
                     claim.row_id,
                     BookingState.IN_FLIGHT.value,
                     row["claim_token"],
@@ -256,7 +243,7 @@ class Bookings:
                 [
                     BookingState.OUTCOME_UNKNOWN.value,
                     BookingState.OUTCOME_UNKNOWN.value,
-                    _stamp(self._clock()),
+                    stamp(self._clock()),
                     row["id"],
                     BookingState.BOOKING_SENT.value,
                     row["claim_token"],
@@ -319,8 +306,6 @@ class Bookings:
         except UpstreamUnanswered:
             await self._unknown(claim)
             raise _outcome_unknown() from None
-        if self.after_order_answer is not None:
-            await self.after_order_answer()
         data = response.body.get("data") if isinstance(response.body, dict) else None
         order_id = data.get("id") if isinstance(data, dict) else None
         if response.status in (200, 201) and isinstance(order_id, str) and order_id:
@@ -361,7 +346,7 @@ class Bookings:
                     json.dumps(response.body, separators=(",", ":")),
                     amount_cents,
                     currency,
-                    _stamp(self._clock()),
+                    stamp(self._clock()),
                     claim.row_id,
                     claim.token,
                     BookingState.BOOKING_SENT.value,
@@ -390,7 +375,7 @@ class Bookings:
                 BookingState.FAILED.value,
                 error.status,
                 error.body().model_dump_json(),
-                _stamp(self._clock()),
+                stamp(self._clock()),
                 claim.row_id,
                 claim.token,
                 BookingState.IN_FLIGHT.value,
@@ -406,7 +391,7 @@ class Bookings:
             [
                 BookingState.OUTCOME_UNKNOWN.value,
                 BookingState.OUTCOME_UNKNOWN.value,
-                _stamp(self._clock()),
+                stamp(self._clock()),
                 claim.row_id,
                 claim.token,
                 BookingState.BOOKING_SENT.value,
@@ -431,7 +416,7 @@ class Bookings:
             [
                 to.value,
                 to.value,
-                _stamp(self._clock()),
+                stamp(self._clock()),
                 claim.row_id,
                 claim.token,
                 *(s.value for s in from_states),

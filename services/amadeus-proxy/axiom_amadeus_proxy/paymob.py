@@ -15,7 +15,8 @@ and not applied (the known mistake of public integrations is to trust the order 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
+from contextlib import AsyncExitStack
 from datetime import datetime
 from typing import Any
 
@@ -27,17 +28,14 @@ from axiom_shared.logging import get_logger
 from axiom_shared.nats import JetStreamConsumer
 from axiom_shared.schemas.base import utcnow
 from axiom_shared.schemas.paymob import PaymobTransactionReceived, PaymobTransactionState
-from axiom_shared.service import CleanupContext, bus_key, settings_key
+from axiom_shared.service import CleanupContext, bus_key, lifecycle, settings_key
 from axiom_shared.topology import AMADEUS_PAYMOB_CALLBACKS
+from axiom_shared.wire import stamp
 
 log = get_logger(__name__)
 
 UNKNOWN_ORDER = "unknown_order"
 AMOUNT_MISMATCH = "amount_mismatch"
-
-
-def _stamp(moment: datetime) -> str:
-    return moment.isoformat(timespec="milliseconds")
 
 
 # What each state does to the booking: (new payment_status, condition on the current one).
@@ -66,7 +64,7 @@ class PaymobCallbacks:
             [event.order_id],
         )
         flag = _flag(event, booking)
-        now = _stamp(self._clock())
+        now = stamp(self._clock())
         change = None if flag or booking is None else _change(event, str(booking["id"]), now)
         statements: list[Statement] = [change] if change else []
         statements.append(
@@ -87,7 +85,7 @@ class PaymobCallbacks:
                     1 if change else 0,
                     event.via,
                     json.dumps(event.obj, separators=(",", ":"), sort_keys=True),
-                    _stamp(event.received_at),
+                    stamp(event.received_at),
                     now,
                 ],
             )
@@ -137,16 +135,13 @@ def paymob_consumer_context(db_key: web.AppKey[Database]) -> CleanupContext:
     """A cleanup context running the durable Paymob consumer on the bookings DB in `db_key`
     (after the NATS and DB contexts); on shutdown it finishes the messages in hand."""
 
-    async def context(app: web.Application) -> AsyncIterator[None]:
+    async def paymob_consumer(app: web.Application, stack: AsyncExitStack) -> None:
         bus = app[bus_key]
         callbacks = PaymobCallbacks(app[db_key])
         consumer = JetStreamConsumer(
             bus.nc, bus.js, AMADEUS_PAYMOB_CALLBACKS, PaymobTransactionReceived, callbacks.apply
         )
         consumer.start()
-        try:
-            yield
-        finally:
-            await consumer.stop(app[settings_key].shutdown_timeout)
+        stack.push_async_callback(consumer.stop, app[settings_key].shutdown_timeout)
 
-    return context
+    return lifecycle(paymob_consumer)

@@ -15,13 +15,14 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 
-from axiom_gateway.client_identity import authenticated_user_key, parse_address, peer_of
-from axiom_gateway.openapi import Operation, header_param
+from axiom_gateway.client_identity import IdentityRules, authenticated_user
 from axiom_gateway.payments_routes import idempotency_key
-from axiom_gateway.settings import GatewaySettings
+from axiom_gateway.settings import settings_key
 from axiom_shared.errors import ApiError, ErrorBody, ErrorDetail
 from axiom_shared.http import json_response, read_json
 from axiom_shared.nats import request
+from axiom_shared.openapi import BODY_ERRORS, errors, header_param
+from axiom_shared.routes import Route
 from axiom_shared.schemas.amadeus import (
     FlightBookInput,
     FlightBookResult,
@@ -31,12 +32,12 @@ from axiom_shared.schemas.amadeus import (
     Traveler,
 )
 from axiom_shared.schemas.base import StrictModel
-from axiom_shared.service import bus_key, settings_key
+from axiom_shared.service import bus_key
 from axiom_shared.topology import AMADEUS_BOOK, AMADEUS_SEARCH
+from axiom_shared.wire import IDEMPOTENCY_KEY_HEADER, IDEMPOTENT_REPLAYED_HEADER
 
 SEARCH_PATH = "/api/proxy/amadeus/search"
 BOOK_PATH = "/api/proxy/amadeus/book"
-REPLAYED_HEADER = "Idempotent-Replayed"
 #: Six priced offers and eighteen travelers fit well inside this.
 MAX_BOOKING_BODY = 512 * 1024
 
@@ -77,25 +78,6 @@ class FlightOrderAnswer(BaseModel):
     dictionaries: dict[str, Any] | None = None
 
 
-def _settings(req: web.Request) -> GatewaySettings:
-    settings = req.app[settings_key]
-    assert isinstance(settings, GatewaySettings)
-    return settings
-
-
-def caller_id(req: web.Request, settings: GatewaySettings) -> str | None:
-    """The authenticated caller: set in process by an auth layer, or named in the user-id
-    header by one of our trusted proxies (from anyone else that header means nothing)."""
-    user: str | None = req.get(authenticated_user_key)
-    if user:
-        return user
-    peer_text = peer_of(req)
-    peer = parse_address(peer_text) if peer_text else None
-    if peer is None or not any(peer in network for network in settings.trusted_proxies):
-        return None
-    return req.headers.get(settings.user_id_header, "").strip() or None
-
-
 async def search_flights(req: web.Request) -> web.Response:
     query = await read_json(req, FlightSearchBody)
     result = await request(
@@ -103,13 +85,13 @@ async def search_flights(req: web.Request) -> web.Response:
         AMADEUS_SEARCH,
         query,
         FlightSearchResult,
-        timeout=_settings(req).amadeus_request_timeout,
+        timeout=req.app[settings_key].amadeus_request_timeout,
     )
     return json_response(result.amadeus_response)
 
 
 async def book_flight(req: web.Request) -> web.Response:
-    settings = _settings(req)
+    settings = req.app[settings_key]
     key = idempotency_key(req)
     if key is None:
         raise ApiError(
@@ -122,7 +104,8 @@ async def book_flight(req: web.Request) -> web.Response:
     # The message's own rules (unique traveler ids, ...) apply here: a ValidationError is a 422.
     booking = FlightBookInput(
         idempotency_key=key,
-        user_id=caller_id(req, settings),
+        # The authenticated caller (our auth layer, or a trusted proxy's user-id header).
+        user_id=authenticated_user(req, IdentityRules.from_settings(settings)),
         flightOffers=body.flightOffers,
         travelers=body.travelers,
     )
@@ -133,53 +116,56 @@ async def book_flight(req: web.Request) -> web.Response:
         FlightBookResult,
         timeout=settings.amadeus_request_timeout,
     )
-    headers = {REPLAYED_HEADER: "true"} if result.replayed else None
+    headers = {IDEMPOTENT_REPLAYED_HEADER: "true"} if result.replayed else None
     return json_response(result.amadeus_response, status=201, headers=headers)
 
 
-def add_amadeus_routes(app: web.Application) -> list[Operation]:
-    app.router.add_post(SEARCH_PATH, search_flights)
-    app.router.add_post(BOOK_PATH, book_flight)
-    errors: dict[int, type[BaseModel] | None] = {
-        status: ErrorBody for status in (400, 413, 415, 422, 429, 502, 503, 504)
-    }
-    order_ref = {"$ref": f"#/components/schemas/{FlightOrderAnswer.__name__}"}
-    return [
-        Operation(
-            "post",
-            SEARCH_PATH,
-            "Flight offers search (Amadeus's parameters and rules; Amadeus's answer)",
-            {200: FlightOffersAnswer, **errors},
-            body=FlightSearchBody,
-            tags=("amadeus",),
-        ),
-        Operation(
-            "post",
-            BOOK_PATH,
-            "Book a flight order, at most once per Idempotency-Key",
-            {201: FlightOrderAnswer, 409: ErrorBody, **errors},
-            body=FlightBookBody,
-            parameters=[
-                header_param(
-                    "Idempotency-Key",
-                    "required: the same key and body get the first answer again (marked "
-                    "Idempotent-Replayed); the same key with another body is a 422; while the "
-                    "first is still running, a 409",
-                    required=True,
-                )
-            ],
-            tags=("amadeus",),
-            response_docs={
-                201: {
-                    "description": "the flight order, as Amadeus answered it",
-                    "headers": {
-                        REPLAYED_HEADER: {
-                            "description": "`true` when this is the stored first answer",
-                            "schema": {"type": "string", "enum": ["true"]},
-                        }
-                    },
-                    "content": {"application/json": {"schema": order_ref}},
-                }
-            },
-        ),
-    ]
+_ERRORS = errors(*BODY_ERRORS, 429, 502, 503, 504)
+
+ROUTES = (
+    Route(
+        "POST",
+        SEARCH_PATH,
+        search_flights,
+        "Flight offers search (Amadeus's parameters and rules; Amadeus's answer)",
+        body=FlightSearchBody,
+        responses={200: FlightOffersAnswer, **_ERRORS},
+        tags=("amadeus",),
+        feature="amadeus",
+    ),
+    Route(
+        "POST",
+        BOOK_PATH,
+        book_flight,
+        "Book a flight order, at most once per Idempotency-Key",
+        body=FlightBookBody,
+        responses={201: FlightOrderAnswer, 409: ErrorBody, **_ERRORS},
+        parameters=[
+            header_param(
+                IDEMPOTENCY_KEY_HEADER,
+                "required: the same key and body get the first answer again (marked "
+                f"{IDEMPOTENT_REPLAYED_HEADER}); the same key with another body is a 422; "
+                "while the first is still running, a 409",
+                required=True,
+            )
+        ],
+        tags=("amadeus",),
+        response_docs={
+            201: {
+                "description": "the flight order, as Amadeus answered it",
+                "headers": {
+                    IDEMPOTENT_REPLAYED_HEADER: {
+                        "description": "`true` when this is the stored first answer",
+                        "schema": {"type": "string", "enum": ["true"]},
+                    }
+                },
+                "content": {
+                    "application/json": {
+                        "schema": {"$ref": f"#/components/schemas/{FlightOrderAnswer.__name__}"}
+                    }
+                },
+            }
+        },
+        feature="amadeus",
+    ),
+)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from pydantic import Field
 
 from axiom_shared.schemas import Lamports, Pubkey, StrictModel, TxSignature
-from axiom_shared.schemas.payments import USER_ID_PATTERN
+from axiom_shared.wire import PAYMENT_ID_PATTERN, USER_ID_PATTERN
 
 
 class CatalogEntry(StrictModel):
@@ -30,18 +28,7 @@ class PayRequestBody(StrictModel):
     user_id: str | None = Field(default=None, pattern=USER_ID_PATTERN)
 
 
-class PaymentCreated(StrictModel):
-    payment_id: str
-    reference: Pubkey
-    recipient: Pubkey
-    amount_lamports: Lamports
-    transfer_url: str
-    expires_at: datetime
-    message: str
-    transaction: str | None = None
-
-
 class VerifyRequestBody(StrictModel):
-    payment_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    payment_id: str = Field(pattern=PAYMENT_ID_PATTERN)
     #: A transaction to look at; without it, every finalized one touching the reference.
     signature: TxSignature | None = None

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
+from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_network
 from typing import Literal
 
 from aiohttp import web
 from multidict import CIMultiDictProxy
 
 from axiom_gateway.ratelimit_settings import RateLimitSettings
+from axiom_shared.http import Address, parse_address, peer_address
 
-Address = IPv4Address | IPv6Address
 Network = IPv4Network | IPv6Network
 ForwardedHeader = Literal["x-forwarded-for", "forwarded"]
 
@@ -46,26 +46,6 @@ class IdentityRules:
             user_id_header=settings.user_id_header,
             ipv6_prefix=settings.rate_limit_ipv6_prefix,
         )
-
-
-def parse_address(text: str) -> Address | None:
-    """An IP address from a peer name or a forwarded-for hop (`1.2.3.4:80`, `[::1]:443`,
-    `"[2001:db8::1]"`); None for anything else (`unknown`, obfuscated names, garbage)."""
-    value = text.strip().strip('"').strip()
-    if value.startswith("["):
-        end = value.find("]")
-        if end == -1:
-            return None
-        value = value[1:end]
-    elif value.count(":") == 1:
-        value = value.split(":", 1)[0]
-    try:
-        address = ip_address(value)
-    except ValueError:
-        return None
-    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
 
 
 def forwarded_hops(headers: CIMultiDictProxy[str], kind: ForwardedHeader) -> list[str]:
@@ -113,28 +93,13 @@ def address_identity(address: Address, ipv6_prefix: int) -> str:
     return f"ip:{address}"
 
 
-def peer_of(request: web.Request) -> str | None:
-    """The direct peer's address: the socket's, not anything a middleware rewrote."""
-    transport = request.transport
-    if transport is not None:
-        peername = transport.get_extra_info("peername")
-        if isinstance(peername, tuple | list) and peername:
-            return str(peername[0])
-    return request.remote
-
-
-def _peer(request: web.Request) -> tuple[str | None, Address | None]:
-    peer_text = peer_of(request)
-    return peer_text, parse_address(peer_text) if peer_text else None
-
-
 def authenticated_user(request: web.Request, rules: IdentityRules) -> str | None:
     """The caller's user id as our auth layer or a trusted proxy states it; None otherwise
     (anything a client writes itself is not an identity)."""
     user_id: str | None = request.get(authenticated_user_key)
     if user_id:
         return user_id[:_MAX_USER_ID]
-    _text, peer = _peer(request)
+    _text, peer = peer_address(request)
     if peer is not None and rules.is_trusted(peer):
         header_user = request.headers.get(rules.user_id_header, "").strip()
         if header_user:
@@ -147,7 +112,7 @@ def client_identity(request: web.Request, rules: IdentityRules) -> str:
     user_id = authenticated_user(request, rules)
     if user_id:
         return f"user:{user_id}"
-    peer_text, peer = _peer(request)
+    peer_text, peer = peer_address(request)
     if peer is None:
         # A unix socket or an unknown transport: one client, whoever it is.
         return f"peer:{(peer_text or 'unknown')[:_MAX_USER_ID]}"

@@ -6,8 +6,9 @@ feature is off gets `503` in the one error format, code `feature_disabled`, with
 before anything is validated, counted by the rate limiter, sent over NATS or stored: a 503
 tells a webhook provider to deliver again later, and a browser or client to retry.
 
-Only routes that exist are guarded (a wrong path is still 404, a wrong method 405), and only
-the methods that do the work: with Solana payments off, creating a payment and
+Which routes a feature guards is the route table's `feature` (each route says it once). Only
+routes that exist are guarded (a wrong path is still 404, a wrong method 405), and only the
+methods that do the work: with Solana payments off, creating a payment and
 `/api/pay/verify` are refused while check-status, the SSE stream, the QR code, the catalogue
 and the transaction request's `GET` keep answering, so payments already made still settle.
 
@@ -17,7 +18,6 @@ Wiring, in `create_app` before `install_rate_limiting`: `install_feature_flags(a
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
@@ -26,6 +26,7 @@ from pydantic import Field
 
 from axiom_shared.errors import ApiError, ErrorDetail
 from axiom_shared.logging import get_logger
+from axiom_shared.routes import route_of
 from axiom_shared.settings import ServiceSettings
 
 log = get_logger(__name__)
@@ -52,52 +53,15 @@ class FeatureFlagSettings(ServiceSettings):
     feature_retry_after_seconds: int = Field(default=60, ge=1, le=86_400)
 
 
-@dataclass(frozen=True)
-class FeatureGate:
-    """The routes of one feature: route templates starting with `route_prefix`, for `methods`
-    (empty: every method)."""
-
-    feature: str
-    route_prefix: str
-    methods: frozenset[str]
-    message: str
-
-    def guards(self, route: str, method: str) -> bool:
-        return route.startswith(self.route_prefix) and (not self.methods or method in self.methods)
-
-
-GATES: tuple[FeatureGate, ...] = (
-    FeatureGate(
-        "solana_payments",
-        "/api/pay/req/",
-        frozenset({"POST"}),
-        "new Solana payments are paused; retry later",
-    ),
-    FeatureGate(
-        "solana_payments",
-        "/api/pay/verify",
-        frozenset({"POST"}),
-        "payment verification requests are paused; the payment is still watched, retry later",
-    ),
-    FeatureGate(
-        "helius_ingest",
-        "/api/webhooks/helius",
-        frozenset(),
-        "Helius webhook ingest is paused; nothing was stored, deliver again later",
-    ),
-    FeatureGate(
-        "paymob_ingest",
-        "/api/webhooks/paymob",
-        frozenset(),
-        "Paymob callback ingest is paused; nothing was stored, deliver again later",
-    ),
-    FeatureGate(
-        "amadeus",
-        "/api/proxy/amadeus/",
-        frozenset(),
-        "flight search and booking are paused; retry later",
-    ),
-)
+#: What a refused request is told, per feature. Which routes a feature guards is said by the
+#: route table (`Route.feature`), nowhere else.
+FEATURE_MESSAGES: dict[str, str] = {
+    "solana_payments": "new Solana payments and verification requests are paused; payments "
+    "already made are still watched, retry later",
+    "helius_ingest": "Helius webhook ingest is paused; nothing was stored, deliver again later",
+    "paymob_ingest": "Paymob callback ingest is paused; nothing was stored, deliver again later",
+    "amadeus": "flight search and booking are paused; retry later",
+}
 
 
 def disabled_features(settings: FeatureFlagSettings) -> list[str]:
@@ -110,26 +74,23 @@ def disabled_features(settings: FeatureFlagSettings) -> list[str]:
     return [name for name, enabled in flags.items() if not enabled]
 
 
-def feature_flag_middleware(gates: Iterable[FeatureGate], retry_after: int) -> Middleware:
-    """Refuse the requests that `gates` guard; everything else passes untouched."""
-    closed = tuple(gates)
+def feature_flag_middleware(off: Iterable[str], retry_after: int) -> Middleware:
+    """Refuse the requests whose route (in the app's route table) belongs to a feature in
+    `off`; everything else passes untouched (unmatched paths and methods keep their 404/405)."""
+    closed = frozenset(off)
 
     @web.middleware
     async def feature_flags(request: web.Request, handler: Handler) -> web.StreamResponse:
-        match_info = request.match_info
-        resource = match_info.route.resource
-        # Unmatched paths and methods keep their own 404/405.
-        if match_info.http_exception is None and resource is not None:
-            for gate in closed:
-                if gate.guards(resource.canonical, request.method):
-                    FEATURE_DISABLED_REQUESTS.labels(feature=gate.feature).inc()
-                    raise ApiError(
-                        503,
-                        "feature_disabled",
-                        gate.message,
-                        [ErrorDetail(problem=f"feature {gate.feature} is turned off")],
-                        headers={"Retry-After": str(retry_after)},
-                    )
+        route = route_of(request)
+        if route is not None and route.feature in closed:
+            FEATURE_DISABLED_REQUESTS.labels(feature=route.feature).inc()
+            raise ApiError(
+                503,
+                "feature_disabled",
+                FEATURE_MESSAGES[route.feature],
+                [ErrorDetail(problem=f"feature {route.feature} is turned off")],
+                headers={"Retry-After": str(retry_after)},
+            )
         return await handler(request)
 
     return feature_flags
@@ -140,7 +101,6 @@ def install_feature_flags(app: web.Application, settings: FeatureFlagSettings) -
     before the rate limiter, so a refused request spends no one's budget."""
     off = disabled_features(settings)
     if off:
-        gates = [gate for gate in GATES if gate.feature in off]
-        app.middlewares.append(feature_flag_middleware(gates, settings.feature_retry_after_seconds))
+        app.middlewares.append(feature_flag_middleware(off, settings.feature_retry_after_seconds))
         log.warning("features turned off", features=off)
     return off

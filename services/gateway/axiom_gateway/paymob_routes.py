@@ -20,20 +20,21 @@ from nats.errors import Error as NatsError
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 from pydantic import ValidationError as PydanticValidationError
 
-from axiom_gateway.openapi import Operation
 from axiom_gateway.paymob_hmac import PAYMOB_HMAC_FIELDS, SignedValue, hmac_matches
-from axiom_gateway.settings import GatewaySettings
-from axiom_shared.errors import ApiError, ErrorBody, unavailable, validation_error
+from axiom_gateway.settings import settings_key
+from axiom_shared.errors import ApiError, unavailable, validation_error
 from axiom_shared.http import read_json_value
 from axiom_shared.logging import get_logger
 from axiom_shared.metrics import WEBHOOK_ITEMS
 from axiom_shared.nats import publish_event
+from axiom_shared.openapi import BODY_ERRORS, errors
+from axiom_shared.routes import Route
 from axiom_shared.schemas.paymob import (
     PAYMOB_ID_PATTERN,
     PaymobTransactionReceived,
     paymob_transaction_state,
 )
-from axiom_shared.service import bus_key, settings_key
+from axiom_shared.service import bus_key
 from axiom_shared.settings import secret_value
 from axiom_shared.topology import PAYMOB_TRANSACTION_SUBJECT
 
@@ -152,7 +153,6 @@ class PaymobReceipt(BaseModel):
 
 def _secrets(req: web.Request) -> list[str]:
     settings = req.app[settings_key]
-    assert isinstance(settings, GatewaySettings)
     configured = (
         secret_value(settings.paymob_hmac_secret),
         secret_value(settings.paymob_hmac_secret_next),
@@ -180,7 +180,6 @@ async def paymob_callback(req: web.Request) -> web.Response:
     if not given:
         raise _unauthorized()
     settings = req.app[settings_key]
-    assert isinstance(settings, GatewaySettings)
     body = await read_json_value(req, max_bytes=settings.paymob_max_bytes)
     try:
         callback = PaymobCallbackBody.model_validate(body)
@@ -281,33 +280,34 @@ async def _store(req: web.Request, message: PaymobTransactionReceived) -> web.Re
     return web.json_response(receipt.model_dump())
 
 
-def add_paymob_routes(app: web.Application) -> list[Operation]:
-    app.router.add_post(PAYMOB_PATH, paymob_callback)
-    app.router.add_get(PAYMOB_PATH, paymob_redirect)
-    hmac_param: dict[str, Any] = {
-        "name": "hmac",
-        "in": "query",
-        "required": True,
-        "description": "Paymob's HMAC-SHA512 of the signed fields, lowercase hex",
-        "schema": {"type": "string", "pattern": "^[0-9a-fA-F]{128}$"},
-    }
-    refused = {401: ErrorBody, 422: ErrorBody, 503: ErrorBody}
-    return [
-        Operation(
-            "post",
-            PAYMOB_PATH,
-            "Paymob transaction-processed callback; HMAC-verified, stored before the answer",
-            {200: PaymobReceipt, 400: ErrorBody, 413: ErrorBody, 415: ErrorBody, **refused},
-            body=PaymobCallbackBody,
-            parameters=[hmac_param],
-            tags=("webhooks",),
-        ),
-        Operation(
-            "get",
-            PAYMOB_PATH,
-            "Paymob transaction-response redirect (the signed values as query keys)",
-            {200: PaymobReceipt, **refused},
-            parameters=[hmac_param],
-            tags=("webhooks",),
-        ),
-    ]
+_HMAC_PARAM: dict[str, Any] = {
+    "name": "hmac",
+    "in": "query",
+    "required": True,
+    "description": "Paymob's HMAC-SHA512 of the signed fields, lowercase hex",
+    "schema": {"type": "string", "pattern": "^[0-9a-fA-F]{128}$"},
+}
+
+ROUTES = (
+    Route(
+        "POST",
+        PAYMOB_PATH,
+        paymob_callback,
+        "Paymob transaction-processed callback; HMAC-verified, stored before the answer",
+        body=PaymobCallbackBody,
+        responses={200: PaymobReceipt, **errors(*BODY_ERRORS, 401, 503)},
+        parameters=[_HMAC_PARAM],
+        tags=("webhooks",),
+        feature="paymob_ingest",
+    ),
+    Route(
+        "GET",
+        PAYMOB_PATH,
+        paymob_redirect,
+        "Paymob transaction-response redirect (the signed values as query keys)",
+        responses={200: PaymobReceipt, **errors(401, 422, 503)},
+        parameters=[_HMAC_PARAM],
+        tags=("webhooks",),
+        feature="paymob_ingest",
+    ),
+)

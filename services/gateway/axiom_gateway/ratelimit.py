@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import hmac
 import math
 import secrets
 import time
@@ -33,9 +32,11 @@ from axiom_gateway.client_identity import IdentityRules, client_identity
 from axiom_gateway.ratelimit_lua import SLIDING_WINDOW_LUA
 from axiom_gateway.ratelimit_memory import Decision, MemorySlidingWindow
 from axiom_gateway.ratelimit_settings import RateLimitRule, RateLimitSettings
+from axiom_shared.credentials import secret_matches
 from axiom_shared.errors import ApiError
 from axiom_shared.logging import get_logger
 from axiom_shared.metrics import RATE_LIMIT_DECISIONS
+from axiom_shared.routes import RateLimitClass, Route, route_of
 from axiom_shared.service import redis_key
 from axiom_shared.settings import secret_value
 
@@ -99,10 +100,13 @@ class RateLimiter:
         redis_timeout: float,
         retry_interval: float,
         fallback_max_clients: int,
+        payment_rules: Sequence[RateLimitRule] = (),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         # Longest prefix first, so that a more specific rule wins.
-        self.rules = sorted(rules, key=lambda rule: len(rule.prefix), reverse=True)
+        self.client_rules = _longest_first(rules)
+        self.rules = _longest_first([*rules, *payment_rules])
+        self._by_route: dict[tuple[str, str], RateLimitRule | None] = {}
         self.redis_timeout = redis_timeout
         self.retry_interval = retry_interval
         self.shared = RedisSlidingWindow(redis_prefix)
@@ -115,7 +119,8 @@ class RateLimiter:
     @classmethod
     def from_settings(cls, settings: RateLimitSettings) -> RateLimiter:
         return cls(
-            [*settings.rate_limits, settings.payment_rate_limit],
+            settings.rate_limits,
+            payment_rules=[settings.payment_rate_limit],
             redis_prefix=settings.rate_limit_redis_prefix,
             redis_timeout=settings.rate_limit_redis_timeout,
             retry_interval=settings.rate_limit_redis_retry_interval,
@@ -123,10 +128,20 @@ class RateLimiter:
         )
 
     def rule_for(self, path: str, method: str = "GET") -> RateLimitRule | None:
-        for rule in self.rules:
-            if rule.applies(path, method):
-                return rule
-        return None
+        """The rule for a request no route matched (a 404 or 405 still counts)."""
+        return _first_applying(self.rules, path, method)
+
+    def rule_for_route(self, route: Route) -> RateLimitRule | None:
+        """The rule for a route of the table, by its rate-limit class (looked up once)."""
+        if route.key not in self._by_route:
+            if route.rate_limit is RateLimitClass.NONE:
+                rule = None
+            elif route.rate_limit is RateLimitClass.PAYMENT:
+                rule = _first_applying(self.rules, route.path, route.method)
+            else:
+                rule = _first_applying(self.client_rules, route.path, route.method)
+            self._by_route[route.key] = rule
+        return self._by_route[route.key]
 
     @property
     def degraded(self) -> bool:
@@ -175,6 +190,17 @@ class RateLimiter:
             self._fallback_decisions = 0
 
 
+def _longest_first(rules: Sequence[RateLimitRule]) -> list[RateLimitRule]:
+    return sorted(rules, key=lambda rule: len(rule.prefix), reverse=True)
+
+
+def _first_applying(rules: Sequence[RateLimitRule], path: str, method: str) -> RateLimitRule | None:
+    for rule in rules:
+        if rule.applies(path, method):
+            return rule
+    return None
+
+
 rate_limiter_key = web.AppKey("rate_limiter", RateLimiter)
 
 
@@ -199,16 +225,10 @@ def decision_headers(rule: RateLimitRule, decision: Decision) -> dict[str, str]:
     }
 
 
-def is_admin(request: web.Request, header: str, token: str | None) -> bool:
-    """True only for the right token, compared in constant time; the header alone is nothing."""
-    if token is None:
-        return False
-    presented = request.headers.get(header)
-    if not presented:
-        return False
-    return hmac.compare_digest(
-        presented.encode("utf-8", "surrogatepass"), token.encode("utf-8", "surrogatepass")
-    )
+def is_admin(request: web.Request, header: str, tokens: Sequence[str | None]) -> bool:
+    """True only for a right token (`admin_token` or `admin_token_next`); the header alone is
+    nothing. Compared as every secret is (`secret_matches`): constant time, length-blind."""
+    return secret_matches(request.headers.get(header), tokens)
 
 
 def _redis_of(request: web.Request) -> Redis | None:
@@ -228,11 +248,14 @@ def rate_limit_middleware(
 
     @web.middleware
     async def rate_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
-        rule = limiter.rule_for(request.path, request.method)
+        route = route_of(request)
+        if route is not None:
+            rule = limiter.rule_for_route(route)
+        else:
+            rule = limiter.rule_for(request.path, request.method)
         if rule is None:
             return await handler(request)
-        # Every token is compared (a list, not a short-circuit), each in constant time.
-        if any([is_admin(request, admin_header, token) for token in admin_tokens]):
+        if is_admin(request, admin_header, admin_tokens):
             RATE_LIMIT_DECISIONS.labels(route=rule.prefix, decision="bypassed").inc()
             request[rate_limit_headers_key] = policy_headers(rule)
             request[admin_request_key] = True

@@ -4,6 +4,7 @@ from pydantic import AliasChoices, Field, SecretStr
 
 from axiom_gateway.features import FeatureFlagSettings
 from axiom_gateway.ratelimit_settings import RateLimitSettings
+from axiom_shared.service import typed_settings_key
 
 
 class GatewaySettings(RateLimitSettings, FeatureFlagSettings):
@@ -36,3 +37,6 @@ class GatewaySettings(RateLimitSettings, FeatureFlagSettings):
     #: its defaults), so that a slow answer is never cut short here; a booking cut short
     #: anyway is safe to retry with the same Idempotency-Key.
     amadeus_request_timeout: float = Field(default=45.0, gt=0, le=300)
+
+
+settings_key = typed_settings_key(GatewaySettings)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import re
 from collections.abc import AsyncIterator
 from importlib.resources import files
 
@@ -25,27 +24,29 @@ import segno
 from aiohttp import web
 
 from axiom_gateway.client_identity import IdentityRules, client_identity
-from axiom_gateway.openapi import Operation, path_param
-from axiom_gateway.payments_routes import PAYMENT_ID_PATTERN
-from axiom_gateway.settings import GatewaySettings
-from axiom_shared.errors import ApiError, ErrorBody, ErrorDetail, not_found, unavailable
+from axiom_gateway.settings import GatewaySettings, settings_key
+from axiom_shared.errors import ApiError, ErrorDetail, not_found, unavailable
 from axiom_shared.logging import correlation_headers, get_logger
-from axiom_shared.nats import request
-from axiom_shared.schemas import GetPaymentInput, GetPaymentResult, PaymentView
-from axiom_shared.service import bus_key, settings_key
+from axiom_shared.openapi import errors, path_param
+from axiom_shared.payments_client import payments_of
+from axiom_shared.routes import RateLimitClass, Route, static_files
+from axiom_shared.schemas import PaymentView
 from axiom_shared.solana_pay import SolanaPayUrlError, TransferRequest, parse_transfer_url
-from axiom_shared.topology import PAYMENTS_GET
+from axiom_shared.wire import (
+    LAST_EVENT_ID_HEADER,
+    PAYMENT_ID_PATTERN,
+    STATUS_STREAM_PATH,
+    STREAM_CLIENT_HEADER,
+    is_payment_id,
+    parse_last_event_id,
+)
 
 log = get_logger(__name__)
 
-STREAM_PATH = "/api/sse/payment-status/{payment_id}"
 QR_PATH = "/api/pay/qr/{payment_id}"
-CLIENT_HEADER = "X-Axiom-Client"
 MAX_QR_URL = 2048
 #: The notifier sends a heartbeat about every 15 s: three missed means it is gone.
 NOTIFIER_READ_TIMEOUT = 45.0
-
-_PAYMENT_RE = re.compile(PAYMENT_ID_PATTERN)
 
 #: Everything the page loads comes from this origin; no inline script or style.
 PAGE_CSP = (
@@ -77,28 +78,22 @@ status_proxy_key = web.AppKey("status_proxy", StatusProxy)
 page_key = web.AppKey("checkout_page", bytes)
 
 
-def _gateway_settings(req: web.Request) -> GatewaySettings:
-    settings = req.app[settings_key]
-    assert isinstance(settings, GatewaySettings)
-    return settings
-
-
 async def stream_payment_status(req: web.Request) -> web.StreamResponse:
     payment_id = req.match_info["payment_id"]
-    if not _PAYMENT_RE.match(payment_id):
+    if not is_payment_id(payment_id):
         raise not_found("payment")
     proxy = req.app[status_proxy_key]
     assert proxy.session is not None
-    settings = _gateway_settings(req)
+    settings = req.app[settings_key]
     headers = {
         "Accept": "text/event-stream",
-        CLIENT_HEADER: client_identity(req, IdentityRules.from_settings(settings)),
+        STREAM_CLIENT_HEADER: client_identity(req, IdentityRules.from_settings(settings)),
         **correlation_headers(),
     }
-    last_id = req.headers.get("Last-Event-ID", "").strip()
-    if last_id.isdigit() and len(last_id) <= 18:
-        headers["Last-Event-ID"] = last_id
-    url = f"{proxy.notifier_url}/api/sse/payment-status/{payment_id}"
+    last_id = parse_last_event_id(req.headers.get(LAST_EVENT_ID_HEADER))
+    if last_id is not None:
+        headers[LAST_EVENT_ID_HEADER] = str(last_id)
+    url = proxy.notifier_url + STATUS_STREAM_PATH.format(payment_id=payment_id)
     try:
         upstream = await proxy.session.get(url, headers=headers)
     except (aiohttp.ClientError, TimeoutError) as exc:
@@ -170,7 +165,7 @@ def qr_svg(data: str) -> bytes:
 
 async def payment_qr(req: web.Request) -> web.Response:
     payment_id = req.match_info["payment_id"]
-    if not _PAYMENT_RE.match(payment_id):
+    if not is_payment_id(payment_id):
         raise not_found("payment")
     url = req.query.get("url", "")
     try:
@@ -178,13 +173,7 @@ async def payment_qr(req: web.Request) -> web.Response:
         transfer = parse_transfer_url(url, MAX_QR_URL)
     except SolanaPayUrlError as exc:
         raise _bad_qr_url(f"url must be the payment's solana: transfer URL ({exc})") from None
-    result = await request(
-        req.app[bus_key].nc,
-        PAYMENTS_GET,
-        GetPaymentInput(payment_id=payment_id),
-        GetPaymentResult,
-        timeout=req.app[settings_key].request_timeout,
-    )
+    result = await payments_of(req.app).get(payment_id)
     if not transfer_url_pays(transfer, result.payment):
         raise _bad_qr_url("url does not pay this payment")
     return web.Response(
@@ -209,10 +198,8 @@ async def checkout_page(req: web.Request) -> web.Response:
     )
 
 
-def add_status_routes(app: web.Application) -> list[Operation]:
-    """The live status stream, the payment QR code and the checkout page."""
-    settings = app[settings_key]
-    assert isinstance(settings, GatewaySettings)
+def install_status(app: web.Application, settings: GatewaySettings) -> None:
+    """What the status routes need: the notifier client and the checkout page."""
     proxy = StatusProxy(settings.notifier_url)
     app[status_proxy_key] = proxy
     app[page_key] = (files("axiom_gateway") / "static" / "index.html").read_bytes()
@@ -236,59 +223,62 @@ def add_status_routes(app: web.Application) -> list[Operation]:
 
     app.cleanup_ctx.append(notifier_client)
     app.on_shutdown.append(end_streams)
-    app.router.add_get(STREAM_PATH, stream_payment_status)
-    app.router.add_get(QR_PATH, payment_qr)
-    app.router.add_get("/", checkout_page)
 
-    payment = path_param("payment_id", PAYMENT_ID_PATTERN, "the payment's public id")
-    return [
-        Operation(
-            "get",
-            STREAM_PATH,
-            "Live status (text/event-stream): `event: status`, `id:` the payment's version, "
-            "`data:` the check-status JSON; first the current status, then each change; "
-            "honours Last-Event-ID; ends after a final status (204 when the client has it)",
-            {200: None, 204: None, 404: ErrorBody, 429: ErrorBody, 503: ErrorBody},
-            response_docs={
-                200: {
-                    "description": "the status stream",
-                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
-                },
-                204: {"description": "the client already has the final status: stop"},
+
+_PAYMENT = path_param("payment_id", PAYMENT_ID_PATTERN, "the payment's public id")
+
+ROUTES = (
+    Route(
+        "GET",
+        STATUS_STREAM_PATH,
+        stream_payment_status,
+        "Live status (text/event-stream): `event: status`, `id:` the payment's version, "
+        "`data:` the check-status JSON; first the current status, then each change; "
+        "honours Last-Event-ID; ends after a final status (204 when the client has it)",
+        responses={200: None, 204: None, **errors(404, 429, 503)},
+        response_docs={
+            200: {
+                "description": "the status stream",
+                "content": {"text/event-stream": {"schema": {"type": "string"}}},
             },
-            parameters=[
-                payment,
-                {
-                    "name": "Last-Event-ID",
-                    "in": "header",
-                    "required": False,
-                    "description": "the last version received: only newer ones are sent",
-                    "schema": {"type": "string", "pattern": r"^[0-9]{1,18}$"},
-                },
-            ],
-            tags=("payments",),
-        ),
-        Operation(
-            "get",
-            QR_PATH,
-            "QR code (image/svg+xml) of this payment's Solana Pay transfer URL",
-            {200: None, 404: ErrorBody, 422: ErrorBody, 503: ErrorBody},
-            response_docs={
-                200: {
-                    "description": "the QR code",
-                    "content": {"image/svg+xml": {"schema": {"type": "string"}}},
-                }
+            204: {"description": "the client already has the final status: stop"},
+        },
+        parameters=[
+            _PAYMENT,
+            {
+                "name": LAST_EVENT_ID_HEADER,
+                "in": "header",
+                "required": False,
+                "description": "the last version received: only newer ones are sent",
+                "schema": {"type": "string", "pattern": r"^[0-9]{1,18}$"},
             },
-            parameters=[
-                payment,
-                {
-                    "name": "url",
-                    "in": "query",
-                    "required": True,
-                    "description": "the transfer_url returned when the payment was created",
-                    "schema": {"type": "string", "maxLength": MAX_QR_URL},
-                },
-            ],
-            tags=("payments",),
-        ),
-    ]
+        ],
+        tags=("payments",),
+    ),
+    Route(
+        "GET",
+        QR_PATH,
+        payment_qr,
+        "QR code (image/svg+xml) of this payment's Solana Pay transfer URL",
+        responses={200: None, **errors(404, 422, 503)},
+        response_docs={
+            200: {
+                "description": "the QR code",
+                "content": {"image/svg+xml": {"schema": {"type": "string"}}},
+            }
+        },
+        parameters=[
+            _PAYMENT,
+            {
+                "name": "url",
+                "in": "query",
+                "required": True,
+                "description": "the transfer_url returned when the payment was created",
+                "schema": {"type": "string", "maxLength": MAX_QR_URL},
+            },
+        ],
+        tags=("payments",),
+    ),
+    Route("GET", "/", checkout_page, internal=True, rate_limit=RateLimitClass.NONE),
+    static_files("/static/", str(files("axiom_gateway") / "static")),
+)

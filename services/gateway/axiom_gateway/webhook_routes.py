@@ -3,8 +3,6 @@ JetStream; what happens next (verification, applying) runs from there, at its ow
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,15 +10,17 @@ from aiohttp import web
 from nats.errors import Error as NatsError
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from axiom_gateway.openapi import Operation, header_param
-from axiom_gateway.settings import GatewaySettings
-from axiom_shared.errors import ApiError, ErrorBody, ErrorDetail, unavailable
+from axiom_gateway.settings import settings_key
+from axiom_shared.credentials import secret_matches
+from axiom_shared.errors import ApiError, ErrorDetail, unavailable
 from axiom_shared.http import read_json_value
 from axiom_shared.logging import get_logger
 from axiom_shared.metrics import WEBHOOK_ITEMS
 from axiom_shared.nats import publish_event
+from axiom_shared.openapi import BODY_ERRORS, errors, header_param
+from axiom_shared.routes import Route
 from axiom_shared.schemas import HeliusItemReceived
-from axiom_shared.service import bus_key, settings_key
+from axiom_shared.service import bus_key
 from axiom_shared.settings import secret_value
 from axiom_shared.topology import HELIUS_ITEM_SUBJECT
 
@@ -43,21 +43,6 @@ class WebhookReceipt(BaseModel):
     rejected: list[RejectedItem]
 
 
-def authorized(given: str | None, secrets: list[str]) -> bool:
-    """Constant time, and length-blind: both sides are hashed before the comparison."""
-    if not given:
-        return False
-    digest = hashlib.sha256(given.encode()).digest()
-    matches = [hmac.compare_digest(digest, hashlib.sha256(s.encode()).digest()) for s in secrets]
-    return any(matches)
-
-
-def _settings(req: web.Request) -> GatewaySettings:
-    settings = req.app[settings_key]
-    assert isinstance(settings, GatewaySettings)
-    return settings
-
-
 def helius_signature(item: Any) -> tuple[str, str]:
     """(signature, webhook type) of one item; raises ValueError naming what is wrong."""
     if not isinstance(item, dict):
@@ -75,7 +60,7 @@ def helius_signature(item: Any) -> tuple[str, str]:
 
 
 async def helius_webhook(req: web.Request) -> web.Response:
-    settings = _settings(req)
+    settings = req.app[settings_key]
     secrets = [
         s
         for s in (
@@ -87,7 +72,7 @@ async def helius_webhook(req: web.Request) -> web.Response:
     if not secrets:
         WEBHOOK_ITEMS.labels(provider="helius", outcome="rejected").inc()
         raise ApiError(401, "unauthorized", "webhook authentication is not configured")
-    if not authorized(req.headers.get("Authorization"), secrets):
+    if not secret_matches(req.headers.get("Authorization"), secrets):
         WEBHOOK_ITEMS.labels(provider="helius", outcome="rejected").inc()
         raise ApiError(401, "unauthorized", "missing or wrong Authorization")
     batch = await read_json_value(req, max_bytes=settings.webhook_max_bytes)
@@ -145,23 +130,15 @@ async def helius_webhook(req: web.Request) -> web.Response:
     return web.json_response(receipt.model_dump())
 
 
-def add_webhook_routes(app: web.Application) -> list[Operation]:
-    app.router.add_post("/api/webhooks/helius", helius_webhook)
-    return [
-        Operation(
-            "post",
-            "/api/webhooks/helius",
-            "Helius webhook (enhanced or raw batch); stored durably before the answer",
-            {
-                200: WebhookReceipt,
-                400: ErrorBody,
-                401: ErrorBody,
-                413: ErrorBody,
-                415: ErrorBody,
-                422: ErrorBody,
-                503: ErrorBody,
-            },
-            parameters=[header_param("Authorization", "the authHeader given to Helius", True)],
-            tags=("webhooks",),
-        )
-    ]
+ROUTES = (
+    Route(
+        "POST",
+        "/api/webhooks/helius",
+        helius_webhook,
+        "Helius webhook (enhanced or raw batch); stored durably before the answer",
+        responses={200: WebhookReceipt, **errors(*BODY_ERRORS, 401, 503)},
+        parameters=[header_param("Authorization", "the authHeader given to Helius", True)],
+        tags=("webhooks",),
+        feature="helius_ingest",
+    ),
+)

@@ -4,21 +4,24 @@ browsers watching that payment, over Server-Sent Events (`streams.py`)."""
 from __future__ import annotations
 
 import resource
-from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 
 from aiohttp import web
 from nats.aio.msg import Msg
 
+from axiom_notifier import streams
 from axiom_notifier.hub import StatusHub
-from axiom_notifier.settings import NotifierSettings
-from axiom_notifier.streams import add_stream_routes, hub_key, status_kv_key
+from axiom_notifier.settings import NotifierSettings, settings_key
+from axiom_notifier.streams import hub_key, install_streams, status_kv_key
 from axiom_shared.logging import get_logger
 from axiom_shared.nats import JetStreamConsumer
+from axiom_shared.routes import add_routes
 from axiom_shared.schemas import PaymentStatusChanged
 from axiom_shared.service import (
     add_readiness_check,
     bus_key,
     create_service_app,
+    lifecycle,
     run_service,
 )
 from axiom_shared.topology import NOTIFIER_STATUS_FEED, PAYMENT_STATUS_BUCKET
@@ -29,13 +32,15 @@ log = get_logger(__name__)
 
 
 def create_app(settings: NotifierSettings) -> web.Application:
-    app = create_service_app(settings)
+    app = create_service_app(settings, settings_key)
     app[hub_key] = StatusHub()
-    add_stream_routes(app, settings)
+    install_streams(app, settings)
+    add_routes(app, streams.ROUTES)
 
-    async def status_feed(app: web.Application) -> AsyncIterator[None]:
+    async def status_feed(app: web.Application, stack: AsyncExitStack) -> None:
         bus = app[bus_key]
         hub = app[hub_key]
+        stack.callback(hub.close_all)
         app[status_kv_key] = await bus.js.key_value(PAYMENT_STATUS_BUCKET)
 
         async def on_status(event: PaymentStatusChanged, _msg: Msg) -> None:
@@ -57,16 +62,14 @@ def create_app(settings: NotifierSettings) -> web.Application:
             replica_id=settings.replica_id,
         )
         consumer.start()
+        stack.push_async_callback(consumer.stop, settings.shutdown_timeout)
 
         async def feed_running() -> bool:
             return consumer.running
 
         add_readiness_check(app, "status_feed", feed_running)
-        yield
-        await consumer.stop(settings.shutdown_timeout)
-        hub.close_all()
 
-    app.cleanup_ctx.append(status_feed)
+    app.cleanup_ctx.append(lifecycle(status_feed))
     return app
 
 

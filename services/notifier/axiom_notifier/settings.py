@@ -5,6 +5,7 @@ from ipaddress import IPv4Network, IPv6Network
 
 from pydantic import AliasChoices, Field
 
+from axiom_shared.service import typed_settings_key
 from axiom_shared.settings import Networks, ServiceSettings
 
 
@@ -41,3 +42,6 @@ class NotifierSettings(ServiceSettings):
     sse_trusted_proxies: Networks = Field(default_factory=_private_networks)
     #: A write to a client that does not take it within this many seconds drops the stream.
     sse_send_timeout: float = Field(default=30.0, gt=0)
+
+
+settings_key = typed_settings_key(NotifierSettings)

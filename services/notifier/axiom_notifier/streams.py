@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 from collections import defaultdict
 from collections.abc import Sequence
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
+from ipaddress import IPv4Network, IPv6Network
 
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse
@@ -28,32 +27,28 @@ from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from axiom_notifier.hub import StatusHub
-from axiom_notifier.settings import NotifierSettings
+from axiom_notifier.settings import NotifierSettings, settings_key
 from axiom_shared.errors import ApiError, not_found, unavailable
+from axiom_shared.http import peer_address
 from axiom_shared.logging import get_logger
 from axiom_shared.metrics import SSE_STREAMS_OPEN
-from axiom_shared.nats import request
-from axiom_shared.schemas import (
-    FINAL_STATUSES,
-    GetPaymentInput,
-    GetPaymentResult,
-    PaymentStatusChanged,
-    PaymentView,
+from axiom_shared.payments_client import payments_of
+from axiom_shared.routes import Route
+from axiom_shared.schemas import FINAL_STATUSES, PaymentStatusChanged, PaymentView
+from axiom_shared.service import stopping_key
+from axiom_shared.wire import (
+    LAST_EVENT_ID_HEADER,
+    STATUS_EVENT,
+    STATUS_STREAM_PATH,
+    STREAM_CLIENT_HEADER,
+    is_payment_id,
+    parse_last_event_id,
 )
-from axiom_shared.service import bus_key, stopping_key
-from axiom_shared.topology import PAYMENTS_GET
 
 log = get_logger(__name__)
 
-STREAM_PATH = "/api/sse/payment-status/{payment_id}"
-EVENT_NAME = "status"
-#: Set by the gateway to the client a proxied stream counts against (believed from trusted
-#: peers only).
-CLIENT_HEADER = "X-Axiom-Client"
-_PAYMENT_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _MAX_CLIENT = 256
 
-Address = IPv4Address | IPv6Address
 Network = IPv4Network | IPv6Network
 
 
@@ -86,7 +81,6 @@ class StreamLimits:
         return self._per_client.get(client, 0)
 
 
-settings_key = web.AppKey("notifier_settings", NotifierSettings)
 hub_key = web.AppKey("hub", StatusHub)
 limits_key = web.AppKey("stream_limits", StreamLimits)
 status_kv_key = web.AppKey("status_kv", KeyValue)
@@ -95,35 +89,14 @@ status_kv_key = web.AppKey("status_kv", KeyValue)
 def client_of(request_: web.Request, trusted: Sequence[Network]) -> str:
     """Who a stream counts against: the gateway names the client in `X-Axiom-Client`; the
     header is believed from trusted peers only, anyone else is counted by its address."""
-    peer_text: str | None = None
-    transport = request_.transport
-    if transport is not None:
-        peername = transport.get_extra_info("peername")
-        if isinstance(peername, tuple | list) and peername:
-            peer_text = str(peername[0])
-    peer_text = peer_text or request_.remote
-    try:
-        peer: Address | None = ip_address(peer_text or "")
-    except ValueError:
-        peer = None
-    if isinstance(peer, IPv6Address) and peer.ipv4_mapped is not None:
-        peer = peer.ipv4_mapped
+    peer_text, peer = peer_address(request_)
     if peer is None:
         return f"peer:{(peer_text or 'unknown')[:_MAX_CLIENT]}"
     if any(peer in network for network in trusted):
-        named = request_.headers.get(CLIENT_HEADER, "").strip()
+        named = request_.headers.get(STREAM_CLIENT_HEADER, "").strip()
         if named:
             return named[:_MAX_CLIENT]
     return f"ip:{peer}"
-
-
-def last_event_id(request_: web.Request) -> int | None:
-    """The version the client already has (`Last-Event-ID`); anything unreadable counts as
-    none, so the client gets the current status again rather than nothing."""
-    raw = request_.headers.get("Last-Event-ID", "").strip()
-    if not raw.isdigit() or len(raw) > 18:
-        return None
-    return int(raw)
 
 
 async def current_status(app: web.Application, payment_id: str) -> PaymentView:
@@ -134,22 +107,14 @@ async def current_status(app: web.Application, payment_id: str) -> PaymentView:
         entry = None
     if entry is not None and entry.value:
         return PaymentStatusChanged.from_bytes(entry.value).payment
-    settings = app[settings_key]
-    result = await request(
-        app[bus_key].nc,
-        PAYMENTS_GET,
-        GetPaymentInput(payment_id=payment_id),
-        GetPaymentResult,
-        timeout=settings.request_timeout,
-    )
-    return result.payment
+    return (await payments_of(app).get(payment_id)).payment
 
 
 async def payment_status_stream(req: web.Request) -> web.StreamResponse:
     app = req.app
     settings = app[settings_key]
     payment_id = req.match_info["payment_id"]
-    if not _PAYMENT_RE.match(payment_id):
+    if not is_payment_id(payment_id):
         raise not_found("payment")
     if app[stopping_key].is_set():
         raise unavailable("this replica is shutting down, reconnect")
@@ -170,7 +135,7 @@ async def payment_status_stream(req: web.Request) -> web.StreamResponse:
             current = await current_status(app, payment_id)
             if app[stopping_key].is_set():
                 raise unavailable("this replica is shutting down, reconnect")
-            had = last_event_id(req)
+            had = parse_last_event_id(req.headers.get(LAST_EVENT_ID_HEADER))
             if had is not None and had >= current.version and current.status in FINAL_STATUSES:
                 # Nothing will ever follow: 204 tells EventSource not to reconnect.
                 return web.Response(status=204, headers={"Cache-Control": "no-cache"})
@@ -200,7 +165,9 @@ async def _stream(
         while True:
             if latest.version > sent:
                 await sse.send(
-                    latest.model_dump_json(by_alias=True), id=str(latest.version), event=EVENT_NAME
+                    latest.model_dump_json(by_alias=True),
+                    id=str(latest.version),
+                    event=STATUS_EVENT,
                 )
                 sent = latest.version
             if latest.status in FINAL_STATUSES and latest.version <= sent:
@@ -239,10 +206,8 @@ async def _next_change(
     return None
 
 
-def add_stream_routes(app: web.Application, settings: NotifierSettings) -> None:
-    app[settings_key] = settings
+def install_streams(app: web.Application, settings: NotifierSettings) -> None:
     app[limits_key] = StreamLimits(settings.sse_max_streams, settings.sse_max_streams_per_client)
-    app.router.add_get(STREAM_PATH, payment_status_stream)
 
     async def end_streams(app: web.Application) -> None:
         # Before aiohttp waits for handlers to finish: every open stream ends cleanly now, so
@@ -250,3 +215,7 @@ def add_stream_routes(app: web.Application, settings: NotifierSettings) -> None:
         app[hub_key].close_all()
 
     app.on_shutdown.append(end_streams)
+
+
+#: Behind the gateway, which documents the same path (`axiom_gateway.status_routes`).
+ROUTES = (Route("GET", STATUS_STREAM_PATH, payment_status_stream, internal=True),)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from datetime import timedelta
 from importlib.resources import files
 
 from aiohttp import web
-from solana.rpc.async_api import AsyncClient
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
@@ -40,9 +39,11 @@ from axiom_shared.service import (
     bus_key,
     create_service_app,
     database_context,
+    lifecycle,
     run_service,
 )
 from axiom_shared.settings import secret_value
+from axiom_shared.solana_rpc import SolanaRpc
 from axiom_shared.topology import (
     PAYMENTS_CATALOG,
     PAYMENTS_CREATE,
@@ -55,7 +56,6 @@ log = get_logger(__name__)
 
 payments_db_key = web.AppKey("payments_db", Database)
 catalog_key = web.AppKey("catalog", Catalog)
-relay_key = web.AppKey("outbox_relay", OutboxRelay)
 
 
 def payments_migrations() -> list[Migration]:
@@ -84,12 +84,13 @@ def create_app(settings: PaymentsSettings) -> web.Application:
         )
     )
 
-    async def payments_service(app: web.Application) -> AsyncIterator[None]:
+    async def payments_service(app: web.Application, stack: AsyncExitStack) -> None:
         db, bus = app[payments_db_key], app[bus_key]
-        rpc = AsyncClient(settings.solana_rpc_url, timeout=settings.solana_rpc_timeout)
+        rpc = SolanaRpc(settings.solana_rpc_url, settings.solana_rpc_timeout)
+        stack.push_async_callback(rpc.close)
         relay = OutboxRelay(db, bus.js)
         relay.start()
-        app[relay_key] = relay
+        stack.push_async_callback(relay.stop)
         creator = Creator(
             db=db,
             catalog=app[catalog_key],
@@ -136,6 +137,7 @@ def create_app(settings: PaymentsSettings) -> web.Application:
             concurrency=16,
         )
         findings.start()
+        stack.push_async_callback(findings.stop, settings.shutdown_timeout)
         scheduler = Scheduler(
             lifecycle,
             bus.js,
@@ -144,6 +146,7 @@ def create_app(settings: PaymentsSettings) -> web.Application:
             reconcile_batch=settings.reconcile_batch,
         )
         scheduler.start()
+        stack.push_async_callback(scheduler.stop)
 
         async def working() -> bool:
             return findings.running
@@ -162,20 +165,15 @@ def create_app(settings: PaymentsSettings) -> web.Application:
             ],
             description="payments: create, status, catalogue",
         )
+        stack.push_async_callback(service.stop)
         log.info(
             "payments ready",
             merchant=merchant,
             fee_payer=str(fee_payer.pubkey()) if fee_payer else None,
             environment=settings.environment,
         )
-        yield
-        await service.stop()
-        await scheduler.stop()
-        await findings.stop(settings.shutdown_timeout)
-        await relay.stop()
-        await rpc.close()
 
-    app.cleanup_ctx.append(payments_service)
+    app.cleanup_ctx.append(lifecycle(payments_service))
     return app
 
 

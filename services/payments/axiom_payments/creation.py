@@ -20,9 +20,6 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from solana.exceptions import SolanaRpcException
-from solana.rpc.async_api import AsyncClient
-from solana.rpc.commitment import Confirmed, Finalized
 from solders.hash import Hash
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
@@ -35,6 +32,7 @@ from axiom_payments.outbox import OutboxRelay
 from axiom_payments.solana_pay import as_versioned, co_sign, encoded, transfer_transaction
 from axiom_shared.db import Database, IntegrityError
 from axiom_shared.errors import ApiError, ErrorDetail, not_found, unavailable
+from axiom_shared.idempotency import fingerprint
 from axiom_shared.logging import current_correlation_id, get_logger
 from axiom_shared.schemas import (
     ChangeSource,
@@ -43,6 +41,7 @@ from axiom_shared.schemas import (
     PaymentStatus,
 )
 from axiom_shared.solana_pay import transfer_url
+from axiom_shared.solana_rpc import RpcUnavailable, SolanaRpc
 
 log = get_logger(__name__)
 
@@ -51,7 +50,7 @@ log = get_logger(__name__)
 class Creator:
     db: Database
     catalog: Catalog
-    rpc: AsyncClient
+    rpc: SolanaRpc
     relay: OutboxRelay
     merchant_wallet: Pubkey
     fee_payer: Keypair | None
@@ -184,7 +183,7 @@ class Creator:
         )
         if record is None:
             return None
-        if record["request_hash"] != request_hash:
+        if record["request_hash"] not in (request_hash, _first_form_hash(request)):
             raise ApiError(
                 422,
                 "idempotency_key_reused",
@@ -197,24 +196,21 @@ class Creator:
     async def _recent_blockhash(self) -> Hash:
         try:
             # A finalized blockhash passes a wallet's preflight at any commitment it uses.
-            answer = await self.rpc.get_latest_blockhash(commitment=Finalized)
-        except (SolanaRpcException, OSError, TimeoutError) as exc:
-            log.warning("solana rpc unavailable", error=type(exc).__name__)
+            return await self.rpc.latest_blockhash("finalized")
+        except RpcUnavailable as exc:
+            log.warning("solana rpc unavailable", error=str(exc)[:200])
             raise unavailable("the Solana RPC is unavailable, try again shortly") from exc
-        return answer.value.blockhash
 
     async def _must_succeed(self, tx: Transaction) -> None:
         try:
-            answer = await self.rpc.simulate_transaction(
-                as_versioned(tx), sig_verify=False, commitment=Confirmed
-            )
-        except (SolanaRpcException, OSError, TimeoutError) as exc:
-            log.warning("solana rpc unavailable", error=type(exc).__name__)
+            answer = await self.rpc.simulate(as_versioned(tx), "confirmed")
+        except RpcUnavailable as exc:
+            log.warning("solana rpc unavailable", error=str(exc)[:200])
             raise unavailable("the Solana RPC is unavailable, try again shortly") from exc
-        err = answer.value.err
+        err = answer.err
         if err is None:
             return
-        logs = " ".join(answer.value.logs or [])
+        logs = " ".join(answer.logs)
         problem = (
             "the account cannot pay the price"
             if "insufficient" in logs.lower() or "Insufficient" in str(err)
@@ -230,6 +226,12 @@ class Creator:
 
 
 def _request_hash(request: CreatePaymentInput) -> str:
+    return fingerprint({"order_id": request.order_id, "account": request.account})
+
+
+def _first_form_hash(request: CreatePaymentInput) -> str:
+    """How records stored before the shared fingerprint were hashed (`json.dumps` with its
+    default separators): a retry of such a request is still recognised as the same one."""
     canonical = json.dumps(
         {"order_id": request.order_id, "account": request.account}, sort_keys=True
     )

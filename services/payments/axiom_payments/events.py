@@ -54,10 +54,6 @@ async def deliver(js: JetStreamContext, outgoing: OutgoingEvent) -> None:
         await record_latest_status(js, outgoing.event)
 
 
-async def publish_status_changed(js: JetStreamContext, event: PaymentStatusChanged) -> None:
-    await deliver(js, status_event(event))
-
-
 async def record_latest_status(js: JetStreamContext, event: PaymentStatusChanged) -> None:
     """Keep the newest version only: a late, older write never replaces a newer one."""
     payment = event.payment

@@ -31,6 +31,7 @@ from axiom_shared.schemas import (
     PaymentView,
     Receipt,
 )
+from axiom_shared.wire import stamp
 
 P = PaymentStatus
 
@@ -60,11 +61,6 @@ WATCHED_SQL = (
 
 class IllegalTransition(RuntimeError):
     """A status move that TRANSITIONS does not allow: a bug, never a data condition."""
-
-
-def iso(moment: datetime) -> str:
-    """One text form for every stored time, so that SQL compares them in time order."""
-    return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def _time(text: str | None) -> datetime | None:
@@ -255,11 +251,11 @@ async def public_ids(db: Database, where: str, args: list[Any], limit: int) -> l
 
 
 async def due_for_expiry(db: Database, now: datetime, limit: int) -> list[str]:
-    return await public_ids(db, "status = 'pending' AND expires_at < ?", [iso(now)], limit)
+    return await public_ids(db, "status = 'pending' AND expires_at < ?", [stamp(now)], limit)
 
 
 async def stuck_verified(db: Database, before: datetime, limit: int) -> list[str]:
-    return await public_ids(db, "status = 'verified' AND updated_at < ?", [iso(before)], limit)
+    return await public_ids(db, "status = 'verified' AND updated_at < ?", [stamp(before)], limit)
 
 
 async def claim_for_scan(
@@ -273,7 +269,7 @@ async def claim_for_scan(
         "  AND (scan_requested_at IS NULL OR scan_requested_at < ?)"
         "  ORDER BY scan_requested_at IS NOT NULL, scan_requested_at, id LIMIT ?)"
         " RETURNING public_id",
-        [iso(now), iso(open_since), iso(open_since), iso(requested_before), limit],
+        [stamp(now), stamp(open_since), stamp(open_since), stamp(requested_before), limit],
     )
     return [str(r["public_id"]) for r in rows]
 
@@ -284,7 +280,7 @@ async def oldest_unscanned(db: Database, open_since: datetime) -> datetime | Non
     row = await db.fetch_one(
         f"SELECT min(coalesce(scanned_at, created_at)) AS oldest FROM payments"  # noqa: S608
         f" WHERE {OPEN_SQL}",
-        [iso(open_since)],
+        [stamp(open_since)],
     )
     return _time(row["oldest"]) if row else None
 
@@ -385,7 +381,7 @@ def outbox_insert(outgoing: OutgoingEvent, correlation_id: str | None, guard: bo
             outgoing.msg_id,
             outgoing.event.to_bytes().decode(),
             correlation_id,
-            iso(datetime.now(UTC)),
+            stamp(datetime.now(UTC)),
         ],
         guard,
     )
@@ -413,7 +409,7 @@ def _audit_insert(
             reason,
             source.value,
             correlation_id,
-            iso(at),
+            stamp(at),
         ],
         True,
     )
@@ -435,9 +431,9 @@ def _insert_payment(new: PaymentRow) -> Statement:
             new.status.value,
             new.expected_signature,
             new.version,
-            iso(new.expires_at),
-            iso(new.created_at),
-            iso(new.updated_at),
+            stamp(new.expires_at),
+            stamp(new.created_at),
+            stamp(new.updated_at),
             new.correlation_id,
         ],
     )
@@ -453,12 +449,12 @@ def _update_payment(old: PaymentRow, new: PaymentRow) -> Statement:
         [
             new.status.value,
             new.version,
-            iso(new.updated_at),
+            stamp(new.updated_at),
             new.received_lamports,
             new.refund_due_lamports,
             new.tx_signature,
             new.failure_reason,
-            iso(new.finalized_at) if new.finalized_at else None,
+            stamp(new.finalized_at) if new.finalized_at else None,
             new.last_check,
             old.id,
             old.status.value,
@@ -523,9 +519,9 @@ def receipt_insert(payment_row_id: int, receipt: ReceiptRow, recorded_at: dateti
             receipt.position,
             receipt.amount_lamports,
             receipt.payer,
-            iso(receipt.block_time),
+            stamp(receipt.block_time),
             receipt.source,
-            iso(recorded_at),
+            stamp(recorded_at),
         ],
         True,
     )
@@ -547,7 +543,7 @@ def observation_insert(
             observation.amount_lamports,
             observation.payer,
             source.value,
-            iso(recorded_at),
+            stamp(recorded_at),
         ],
     )
 
@@ -557,7 +553,7 @@ def scan_recorded(payment_row_id: int, cursor: str | None, at: datetime) -> Stat
     what is newer than `cursor`. No version: nothing a client sees changed."""
     return (
         "UPDATE payments SET scanned_at = ?, scan_cursor = coalesce(?, scan_cursor) WHERE id = ?",
-        [iso(at), cursor, payment_row_id],
+        [stamp(at), cursor, payment_row_id],
     )
 
 
@@ -567,7 +563,7 @@ def check_recorded(public_id: str, check: str, at: datetime, only_open: bool) ->
     return (
         "UPDATE payments SET last_check = ?, last_checked_at = ?"  # noqa: S608
         f" WHERE public_id = ?{condition}",
-        [check, iso(at), public_id],
+        [check, stamp(at), public_id],
     )
 
 
@@ -576,7 +572,7 @@ def entitlement_insert(row: PaymentRow, now: datetime) -> Statement:
     return _guarded(
         "INSERT INTO entitlements (payment_id, user_id, order_id, granted_at)",
         "?, ?, ?, ?",
-        [row.id, row.user_id, row.order_id, iso(now)],
+        [row.id, row.user_id, row.order_id, stamp(now)],
         True,
     )
 
@@ -588,7 +584,7 @@ def idempotency_insert(
         "INSERT INTO idempotency_keys"
         " (user_id, idempotency_key, request_hash, payment_id, response, created_at)"
         " SELECT ?, ?, ?, id, ?, ? FROM payments WHERE public_id = ?",
-        [scope, key, request_hash, response, iso(at), public_id],
+        [scope, key, request_hash, response, stamp(at), public_id],
     )
 
 
@@ -609,7 +605,7 @@ async def operator_action(
             json.dumps(details, default=str),
             actor,
             correlation_id,
-            iso(datetime.now(UTC)),
+            stamp(datetime.now(UTC)),
         ],
     )
 

@@ -38,9 +38,7 @@ from axiom_shared.nats import MSG_ID_HEADER, connect_nats, publish_event
 from axiom_shared.schemas import ChangeSource, PaymentStatus, VerificationRequested
 from axiom_shared.settings import secret_value
 from axiom_shared.topology import DEAD_LETTERS, VERIFY_CANDIDATE_SUBJECT, ensure_topology
-
-ORIGINAL_SUBJECT = "Axiom-Original-Subject"
-REASON = "Axiom-Dead-Letter-Reason"
+from axiom_shared.wire import DEAD_LETTER_REASON_HEADER, ORIGINAL_SUBJECT_HEADER
 
 
 def out(data: Any) -> None:
@@ -179,8 +177,8 @@ async def dlq_command(args: argparse.Namespace, settings: PaymentsSettings, db: 
                     {
                         "seq": seq,
                         "subject": msg.subject,
-                        "original_subject": headers.get(ORIGINAL_SUBJECT),
-                        "reason": headers.get(REASON),
+                        "original_subject": headers.get(ORIGINAL_SUBJECT_HEADER),
+                        "reason": headers.get(DEAD_LETTER_REASON_HEADER),
                         "data": msg.data,
                         "headers": headers,
                     }

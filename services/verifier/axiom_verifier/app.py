@@ -4,17 +4,24 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
 
 from axiom_shared.nats import JetStreamConsumer
+from axiom_shared.payments_client import PaymentsClient
 from axiom_shared.schemas import HeliusItemReceived, VerificationRequested
-from axiom_shared.service import add_readiness_check, bus_key, create_service_app, run_service
+from axiom_shared.service import (
+    add_readiness_check,
+    bus_key,
+    create_service_app,
+    lifecycle,
+    run_service,
+)
+from axiom_shared.solana_rpc import SolanaRpc
 from axiom_shared.topology import VERIFIER_CANDIDATES, VERIFIER_WEBHOOKS, ConsumerSpec
-from axiom_verifier.rpc import SolanaRpc
 from axiom_verifier.settings import VerifierSettings
 from axiom_verifier.verifier import Verifier
 
@@ -22,15 +29,15 @@ from axiom_verifier.verifier import Verifier
 def create_app(settings: VerifierSettings) -> web.Application:
     app = create_service_app(settings)
 
-    async def verification(app: web.Application) -> AsyncIterator[None]:
+    async def verification(app: web.Application, stack: AsyncExitStack) -> None:
         bus = app[bus_key]
         rpc = SolanaRpc(settings.solana_rpc_url, settings.solana_rpc_timeout)
+        stack.push_async_callback(rpc.close)
         verifier = Verifier(
-            bus.nc,
+            PaymentsClient(bus.nc, settings.request_timeout),
             bus.js,
             rpc,
             clock_skew=timedelta(seconds=settings.clock_skew_seconds),
-            request_timeout=settings.request_timeout,
         )
 
         def scaled(spec: ConsumerSpec) -> ConsumerSpec:
@@ -57,17 +64,14 @@ def create_app(settings: VerifierSettings) -> web.Application:
         ]
         for consumer in consumers:
             consumer.start()
+            stack.push_async_callback(consumer.stop, settings.shutdown_timeout)
 
         async def consuming() -> bool:
             return all(c.running for c in consumers)
 
         add_readiness_check(app, "consumers", consuming)
-        yield
-        for consumer in consumers:
-            await consumer.stop(settings.shutdown_timeout)
-        await rpc.close()
 
-    app.cleanup_ctx.append(verification)
+    app.cleanup_ctx.append(lifecycle(verification))
     return app
 
 

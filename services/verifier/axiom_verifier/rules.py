@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from axiom_shared.schemas import ObservationReason, PaymentView
-from axiom_verifier.rpc import FinalizedTransaction
+from axiom_shared.solana_rpc import FinalizedTransaction
 
 
 @dataclass(frozen=True)

@@ -20,21 +20,19 @@ import time
 from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
 
-from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from axiom_shared.errors import ApiError
 from axiom_shared.logging import bind_correlation_id, current_correlation_id, get_logger
 from axiom_shared.metrics import VERIFICATION_SECONDS
-from axiom_shared.nats import PermanentError, publish_event, request
+from axiom_shared.nats import PermanentError, publish_event
+from axiom_shared.payments_client import PaymentsClient
 from axiom_shared.schemas import (
     ChangeSource,
     CheckOutcome,
-    GetPaymentInput,
     GetPaymentResult,
     HeliusItemReceived,
-    MatchPaymentsInput,
     MatchPaymentsResult,
     Observation,
     ObservationReason,
@@ -43,14 +41,12 @@ from axiom_shared.schemas import (
     Receipt,
     VerificationRequested,
 )
+from axiom_shared.solana_rpc import FinalizedTransaction, SignatureInfo, SolanaRpc
 from axiom_shared.topology import (
     FINDINGS_SUBJECT,
-    PAYMENTS_GET,
-    PAYMENTS_MATCH,
     VERIFIER_CANDIDATES,
     VERIFIER_WEBHOOKS,
 )
-from axiom_verifier.rpc import FinalizedTransaction, SignatureInfo, SolanaRpc
 from axiom_verifier.rules import judge
 
 log = get_logger(__name__)
@@ -66,18 +62,16 @@ class NotFinalizedYet(Exception):
 class Verifier:
     def __init__(
         self,
-        nc: NATS,
+        payments: PaymentsClient,
         js: JetStreamContext,
         rpc: SolanaRpc,
         *,
         clock_skew: timedelta,
-        request_timeout: float,
     ) -> None:
-        self._nc = nc
+        self._payments = payments
         self._js = js
         self._rpc = rpc
         self._skew = clock_skew
-        self._timeout = request_timeout
         self._blocks: OrderedDict[int, asyncio.Future[dict[str, int]]] = OrderedDict()
 
     async def on_candidate(self, candidate: VerificationRequested, msg: Msg) -> None:
@@ -237,23 +231,11 @@ class Verifier:
 
     async def _ours(self, tx: FinalizedTransaction) -> MatchPaymentsResult:
         """Our payments (any status) whose reference this transaction names."""
-        return await request(
-            self._nc,
-            PAYMENTS_MATCH,
-            MatchPaymentsInput(references=list(dict.fromkeys(tx.account_keys))[:256]),
-            MatchPaymentsResult,
-            timeout=self._timeout,
-        )
+        return await self._payments.match(list(dict.fromkeys(tx.account_keys))[:256])
 
     async def _payment(self, payment_id: str) -> tuple[GetPaymentResult, str | None]:
         try:
-            result = await request(
-                self._nc,
-                PAYMENTS_GET,
-                GetPaymentInput(payment_id=payment_id),
-                GetPaymentResult,
-                timeout=self._timeout,
-            )
+            result = await self._payments.get(payment_id)
         except ApiError as err:
             if err.status == 404:
                 raise PermanentError(f"no payment {payment_id}") from None

@@ -16,38 +16,30 @@ from pydantic import (
     WithJsonSchema,
     field_validator,
 )
+from solders.pubkey import Pubkey as SoldersPubkey
+from solders.signature import Signature
 
-_B58_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
-_B58_INDEX = {c: i for i, c in enumerate(_B58_ALPHABET)}
 U64_MAX = 2**64 - 1
 
 
-def b58decode(text: str) -> bytes:
-    """Decode base58 (Bitcoin alphabet); raises ValueError on a foreign character."""
-    num = 0
-    for char in text:
-        try:
-            num = num * 58 + _B58_INDEX[char]
-        except KeyError:
-            raise ValueError(f"not base58: {char!r}") from None
-    body = num.to_bytes((num.bit_length() + 7) // 8, "big") if num else b""
-    leading = len(text) - len(text.lstrip("1"))
-    return b"\x00" * leading + body
-
-
 def _pubkey(value: str) -> str:
+    # solders parses base58 and checks the length (32 bytes).
     if not isinstance(value, str) or not 32 <= len(value) <= 44:
         raise ValueError("must be a base58 public key (32 bytes)")
-    if len(b58decode(value)) != 32:
-        raise ValueError("must be a base58 public key (32 bytes)")
+    try:
+        SoldersPubkey.from_string(value)
+    except ValueError:
+        raise ValueError("must be a base58 public key (32 bytes)") from None
     return value
 
 
 def _signature(value: str) -> str:
     if not isinstance(value, str) or not 64 <= len(value) <= 88:
         raise ValueError("must be a base58 transaction signature (64 bytes)")
-    if len(b58decode(value)) != 64:
-        raise ValueError("must be a base58 transaction signature (64 bytes)")
+    try:
+        Signature.from_string(value)
+    except ValueError:
+        raise ValueError("must be a base58 transaction signature (64 bytes)") from None
     return value
 
 

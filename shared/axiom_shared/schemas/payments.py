@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from axiom_shared.schemas.base import Lamports, Message, Pubkey, StrictModel, TxSignature
+from axiom_shared.wire import ORDER_ID_PATTERN, PAYMENT_ID_PATTERN, USER_ID_PATTERN
 
 
 class PaymentStatus(StrEnum):
@@ -87,7 +88,7 @@ class PaymentProvisioned(Message):
 
 class GetPaymentInput(Message):
     SCHEMA: ClassVar[str] = "payments.get.input/1"
-    payment_id: PublicId = Field(min_length=1, max_length=64)
+    payment_id: PublicId = Field(pattern=PAYMENT_ID_PATTERN)
 
 
 class GetPaymentResult(Message):
@@ -102,8 +103,6 @@ class GetPaymentResult(Message):
 
 
 OrderId = str
-ORDER_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
-USER_ID_PATTERN = r"^[A-Za-z0-9_.:@|-]{1,128}$"
 
 
 class CatalogItem(StrictModel):
@@ -136,8 +135,9 @@ class CreatePaymentInput(Message):
     idempotency_scope: str = Field(default="anonymous", min_length=1, max_length=300)
 
 
-class CreatePaymentResult(Message):
-    SCHEMA: ClassVar[str] = "payments.create.result/1"
+class PaymentCreated(StrictModel):
+    """A created payment, as its creator sees it (the body of `POST /api/pay/req/{order_id}`)."""
+
     payment_id: PublicId
     reference: Pubkey
     recipient: Pubkey
@@ -147,8 +147,18 @@ class CreatePaymentResult(Message):
     message: str
     #: Base64 serialized transaction, present when `account` was given.
     transaction: str | None = None
+
+
+class CreatePaymentResult(PaymentCreated, Message):
+    SCHEMA: ClassVar[str] = "payments.create.result/1"
     #: True when this answer replays the first answer for the same Idempotency-Key.
     replayed: bool = False
+
+    def created(self) -> PaymentCreated:
+        """The payment alone, without the message's envelope."""
+        return PaymentCreated.model_validate(
+            {name: getattr(self, name) for name in PaymentCreated.model_fields}
+        )
 
 
 # --- verification: receipts and observations ------------------------------------------------
@@ -212,7 +222,7 @@ class VerificationRequested(Message):
 
     SCHEMA: ClassVar[str] = "verify.candidate/1"
     source: ChangeSource
-    payment_id: PublicId = Field(min_length=1, max_length=64)
+    payment_id: PublicId = Field(pattern=PAYMENT_ID_PATTERN)
     signature: TxSignature | None = None
 
 

@@ -1,4 +1,10 @@
-"""A Solana JSON-RPC client for exactly what verification reads, always at `finalized`.
+"""The one Solana JSON-RPC client of the services: what payment creation asks (a recent
+blockhash, a simulation) and what verification reads (always at `finalized`).
+
+Ours rather than solana-py's `AsyncClient`: verification needs `getBlock` with
+`transactionDetails: "signatures"` (a block's transaction order), which that client cannot
+ask for; this one shares the services' aiohttp stack and maps every failure to one exception.
+solders does the (de)serialization.
 
 Every failure to get an answer (timeout, connection, HTTP 5xx/429, a JSON-RPC error) raises
 `RpcUnavailable`: the caller retries later and never turns it into a verdict. A transaction
@@ -14,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+from solders.hash import Hash
 from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
@@ -49,6 +56,13 @@ class SignatureInfo:
 SIGNATURES_PAGE = 1000
 
 
+@dataclass(frozen=True)
+class Simulation:
+    #: The transaction error as the node reports it (None: it would succeed).
+    err: Any
+    logs: list[str]
+
+
 class SolanaRpc:
     def __init__(self, url: str, timeout: float) -> None:
         self._url = url
@@ -73,6 +87,24 @@ class SolanaRpc:
             error = answer["error"] if isinstance(answer["error"], dict) else {}
             raise RpcUnavailable(f"{method}: RPC error {error.get('code')}")
         return answer.get("result")
+
+    async def latest_blockhash(self, commitment: str = "finalized") -> Hash:
+        result = await self._call("getLatestBlockhash", [{"commitment": commitment}])
+        try:
+            return Hash.from_string(str(result["value"]["blockhash"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RpcUnavailable(f"getLatestBlockhash: unexpected shape ({exc!r})") from exc
+
+    async def simulate(self, tx: VersionedTransaction, commitment: str = "confirmed") -> Simulation:
+        """Run `tx` against the bank at `commitment` without its signatures being checked."""
+        wire = base64.b64encode(bytes(tx)).decode()
+        config = {"encoding": "base64", "sigVerify": False, "commitment": commitment}
+        result = await self._call("simulateTransaction", [wire, config])
+        try:
+            value = result["value"]
+            return Simulation(err=value.get("err"), logs=[str(x) for x in value.get("logs") or []])
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise RpcUnavailable(f"simulateTransaction: unexpected shape ({exc!r})") from exc
 
     async def transaction(self, signature: str) -> FinalizedTransaction | None:
         result = await self._call(

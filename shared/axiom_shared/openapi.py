@@ -1,28 +1,16 @@
-"""`GET /openapi.json`: OpenAPI 3.1, generated from the same pydantic models the routes use."""
+"""OpenAPI 3.1 from an app's route table (`routes.Route`), with the same pydantic models the
+routes validate and answer with; internal routes are left out."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from typing import Any
 
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from axiom_shared.errors import ErrorBody
-
-
-@dataclass(frozen=True)
-class Operation:
-    method: str
-    path: str
-    summary: str
-    responses: dict[int, type[BaseModel] | None]
-    body: type[BaseModel] | None = None
-    array_response: bool = False
-    parameters: list[dict[str, Any]] = field(default_factory=list)
-    tags: tuple[str, ...] = ()
-    #: Responses documented as given (e.g. a `text/event-stream` or `image/svg+xml` 200).
-    response_docs: dict[int, dict[str, Any]] = field(default_factory=dict)
+from axiom_shared.routes import Route
 
 
 def path_param(name: str, pattern: str, description: str) -> dict[str, Any]:
@@ -59,7 +47,8 @@ _ERROR_TEXT = {
 }
 
 
-def build_openapi(operations: list[Operation], title: str, version: str) -> dict[str, Any]:
+def build_openapi(routes: Iterable[Route], title: str, version: str) -> dict[str, Any]:
+    operations = [route for route in routes if not route.internal]
     # Bodies are documented as they are validated, answers as they are serialized.
     wanted: set[tuple[type[BaseModel], JsonSchemaMode]] = {(ErrorBody, "serialization")}
     for op in operations:
@@ -75,7 +64,7 @@ def build_openapi(operations: list[Operation], title: str, version: str) -> dict
         responses: dict[str, Any] = {}
         for status, model in sorted(op.responses.items()):
             if status in op.response_docs:
-                responses[str(status)] = op.response_docs[status]
+                responses[str(status)] = dict(op.response_docs[status])
                 continue
             if model is None:
                 responses[str(status)] = {"description": _ERROR_TEXT.get(status, "no body")}
@@ -90,7 +79,7 @@ def build_openapi(operations: list[Operation], title: str, version: str) -> dict
             }
         entry: dict[str, Any] = {
             "summary": op.summary,
-            "operationId": f"{op.method}_{op.path}".replace("/", "_")
+            "operationId": f"{op.method.lower()}_{op.path}".replace("/", "_")
             .replace("{", "")
             .replace("}", ""),
             "responses": responses,
@@ -98,16 +87,25 @@ def build_openapi(operations: list[Operation], title: str, version: str) -> dict
         if op.tags:
             entry["tags"] = list(op.tags)
         if op.parameters:
-            entry["parameters"] = op.parameters
+            entry["parameters"] = [dict(parameter) for parameter in op.parameters]
         if op.body is not None:
             entry["requestBody"] = {
                 "required": True,
                 "content": {"application/json": {"schema": dict(refs[(op.body, "validation")])}},
             }
-        paths.setdefault(op.path, {})[op.method] = entry
+        paths.setdefault(op.path, {})[op.method.lower()] = entry
     return {
         "openapi": "3.1.0",
         "info": {"title": title, "version": version},
         "paths": paths,
         "components": {"schemas": schemas.get("$defs", {})},
     }
+
+
+def errors(*statuses: int) -> dict[int, type[BaseModel] | None]:
+    """Error answers in the one error format, for a route's `responses`."""
+    return dict.fromkeys(statuses, ErrorBody)
+
+
+#: What a JSON body can be refused with before its handler runs.
+BODY_ERRORS = (400, 413, 415, 422)
