@@ -44,7 +44,7 @@ PAYMENT_OUTCOMES = Counter(
 )
 VERIFICATION_SECONDS = Histogram(
     "axiom_verification_duration_seconds",
-    "Time to turn one candidate into a verdict (chain reads included)",
+    "Time to turn one candidate into findings (chain reads included)",
     ["source"],
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0),
 )

@@ -7,7 +7,7 @@ ask for; this one shares the services' aiohttp stack and maps every failure to o
 solders does the (de)serialization.
 
 Every failure to get an answer (timeout, connection, HTTP 5xx/429, a JSON-RPC error) raises
-`RpcUnavailable`: the caller retries later and never turns it into a verdict. A transaction
+`RpcUnavailable`: the caller retries later and never turns it into a finding. A transaction
 the node does not have at `finalized` is `None`: not paid, not finalized yet or pruned, which
 only time tells apart.
 """

@@ -1,5 +1,5 @@
-"""The verifier: stateless; turns payment candidates into verdicts by reading the chain at
-`finalized` commitment. Replicas share the durable consumers."""
+"""The verifier: stateless; turns payment candidates into findings (receipts and observations)
+by reading the chain at `finalized` commitment. Replicas share the durable consumers."""
 
 from __future__ import annotations
 
