@@ -9,7 +9,14 @@ from aiohttp import web
 
 from sandbox.solana.chain import Commitment
 from sandbox.solana.faults import FaultError
-from sandbox.solana.keys import chain_key, clock_key, dispatcher_key, faults_key, rpc_key
+from sandbox.solana.keys import (
+    chain_key,
+    clock_key,
+    dispatcher_key,
+    faults_key,
+    pubsub_key,
+    rpc_key,
+)
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
@@ -56,6 +63,7 @@ async def reset_faults(request: web.Request) -> web.Response:
 async def get_stats(request: web.Request) -> web.Response:
     chain = request.app[chain_key]
     dispatcher = request.app[dispatcher_key]
+    pubsub = request.app[pubsub_key]
     stats = {
         "slot": chain.slot,
         "confirmed_slot": chain.commitment_slot(Commitment.CONFIRMED),
@@ -64,6 +72,11 @@ async def get_stats(request: web.Request) -> web.Response:
         "rpc_requests": request.app[rpc_key].request_count,
         "webhooks_registered": len(dispatcher.webhooks),
         **dispatcher.stats.to_json(),
+        "pubsub_url": pubsub.url,
+        "pubsub_connections": len(pubsub.connections),
+        "pubsub_connections_dropped": pubsub.stats.connections_dropped,
+        "pubsub_subscriptions": len(pubsub.registry),
+        "pubsub_notifications": dict(pubsub.registry.sent),
     }
     return web.json_response(stats)
 
@@ -97,10 +110,25 @@ async def set_clock(request: web.Request) -> web.Response:
     return web.json_response({"running": clock.running, "slot_interval": clock.interval})
 
 
+async def get_clock(request: web.Request) -> web.Response:
+    """The clock's setting and what it really did: slots made, and the seconds between the
+    newest ones (the bench reads them to see whether anything slows the clock)."""
+    clock = request.app[clock_key]
+    return web.json_response(
+        {
+            "running": clock.running,
+            "slot_interval": clock.interval,
+            "ticks": clock.ticks,
+            "recent_intervals": list(clock.recent_intervals),
+        }
+    )
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/admin/faults", get_faults)
     app.router.add_post("/admin/faults", set_faults)
     app.router.add_delete("/admin/faults", reset_faults)
     app.router.add_get("/admin/stats", get_stats)
     app.router.add_post("/admin/advance", advance)
+    app.router.add_get("/admin/clock", get_clock)
     app.router.add_post("/admin/clock", set_clock)

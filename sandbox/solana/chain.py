@@ -106,6 +106,8 @@ class TxRecord:
     compute_units: int
     loaded: LoadedAddresses
     memo: str | None
+    #: The accounts this transaction changed (fee payer included), for account subscriptions.
+    written_accounts: tuple[Pubkey, ...] = ()
 
     @property
     def account_keys(self) -> list[Pubkey]:
@@ -365,6 +367,9 @@ class Chain:
             compute_units=meta.compute_units_consumed(),
             loaded=loaded,
             memo=extract_memo(tx),
+            written_accounts=tuple(
+                key for key, before, after in zip(keys, pre, post, strict=True) if before != after
+            ),
         )
         self._commit(record, keys, pre, post)
         return record

@@ -1,11 +1,17 @@
-"""The slot clock: produces one slot every `interval` seconds while running."""
+"""The slot clock: produces one slot every `interval` seconds while running, and remembers how
+long each slot really took (sleep, the slot's own work and any event-loop delay)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from collections import deque
 
 from sandbox.solana.chain import Chain
+
+#: Slot durations kept for /admin/clock (the bench reads them).
+RECENT_SLOTS = 4096
 
 
 class SlotClock:
@@ -16,6 +22,10 @@ class SlotClock:
         if interval > 0:
             self._running.set()
         self._task: asyncio.Task[None] | None = None
+        #: Slots the clock has produced, and the seconds between consecutive ones.
+        self.ticks = 0
+        self.recent_intervals: deque[float] = deque(maxlen=RECENT_SLOTS)
+        self._last_tick: float | None = None
 
     @property
     def running(self) -> bool:
@@ -32,6 +42,8 @@ class SlotClock:
             self._running.set()
         else:
             self._running.clear()
+        # A pause, or a new pace, is not a slow slot.
+        self._last_tick = None
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="solana-sandbox-slot-clock")
@@ -48,3 +60,11 @@ class SlotClock:
             await asyncio.sleep(self.interval)
             if self._running.is_set():
                 self.chain.advance(1)
+                self._tick()
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        if self._last_tick is not None:
+            self.recent_intervals.append(now - self._last_tick)
+        self._last_tick = now
+        self.ticks += 1

@@ -18,6 +18,12 @@ _ENV_PREFIX = "SOLANA_SANDBOX_"
 class SandboxConfig:
     host: str = "127.0.0.1"
     port: int = 8899
+    # The PubSub WebSocket; None means RPC port + 1, as a validator serves it (8900), and a
+    # free port when `port` is 0 or that one is taken. 0 always picks a free port.
+    pubsub_port: int | None = None
+    # Notifications queued for one WebSocket connection; a client that falls this far behind
+    # is disconnected, so that it never holds up the chain or the other clients.
+    pubsub_max_queued: int = 4096
     # Seconds per slot on the automatic clock; 0 means slots only move via /admin/advance.
     slot_interval: float = 0.4
     # A transaction is `confirmed` this many slots after its own, `finalized` after finality_depth.
@@ -48,6 +54,17 @@ class SandboxConfig:
             raise ValueError(f"bad webhook_commitment {self.webhook_commitment!r}")
         if self.webhook_max_attempts < 1:
             raise ValueError("webhook_max_attempts must be >= 1")
+        if self.pubsub_port is not None and not 0 <= self.pubsub_port <= 65535:
+            raise ValueError("pubsub_port must be in [0, 65535]")
+        if self.pubsub_max_queued < 1:
+            raise ValueError("pubsub_max_queued must be >= 1")
+
+    @property
+    def pubsub_port_wanted(self) -> int:
+        """The port the PubSub server asks for first (0: any free one)."""
+        if self.pubsub_port is not None:
+            return self.pubsub_port
+        return self.port + 1 if 0 < self.port < 65535 else 0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> SandboxConfig:
@@ -109,6 +126,8 @@ def _convert(kind: type, raw: str) -> object:
 _FIELD_TYPES: dict[str, type] = {
     "host": str,
     "port": int,
+    "pubsub_port": int,
+    "pubsub_max_queued": int,
     "slot_interval": float,
     "confirmation_depth": int,
     "finality_depth": int,

@@ -1,5 +1,7 @@
 """The sandbox's HTTP app: JSON-RPC on `/`, Helius webhook API on `/v0/webhooks`, test controls
-on `/admin/*`. `create_app` builds it; tests build it with the same factory."""
+on `/admin/*`; beside it, on its own port (RPC port + 1), the PubSub WebSocket (pubsub.py),
+started and stopped with the app. `create_app` builds it; tests build it with the same
+factory."""
 
 from __future__ import annotations
 
@@ -23,8 +25,10 @@ from sandbox.solana.keys import (
     config_key,
     dispatcher_key,
     faults_key,
+    pubsub_key,
     rpc_key,
 )
+from sandbox.solana.pubsub import PubSubServer
 from sandbox.solana.rpc import NODE_UNHEALTHY, PARSE_ERROR, RpcError, RpcHandler, error_response
 from sandbox.solana.webhooks import Webhook, WebhookDispatcher, WebhookValidationError
 
@@ -41,6 +45,7 @@ def create_app(config: SandboxConfig) -> web.Application:
     app[rpc_key] = RpcHandler(chain, faults)
     app[dispatcher_key] = WebhookDispatcher(chain, config, faults)
     app[clock_key] = SlotClock(chain, config.slot_interval)
+    app[pubsub_key] = PubSubServer(chain, config)
     app.cleanup_ctx.append(_background)
     app.router.add_post("/", rpc_endpoint)
     app.router.add_get("/health", health)
@@ -56,6 +61,8 @@ def create_app(config: SandboxConfig) -> web.Application:
 async def _background(app: web.Application) -> AsyncIterator[None]:
     dispatcher = app[dispatcher_key]
     clock = app[clock_key]
+    pubsub = app[pubsub_key]
+    await pubsub.start()
     await dispatcher.start()
     await clock.start()
     log.info(
@@ -64,9 +71,11 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
         slot_interval=clock.interval,
         finality_depth=app[config_key].finality_depth,
         webhook_commitment=app[config_key].webhook_commitment,
+        pubsub_url=pubsub.url,
     )
     yield
     await clock.stop()
+    await pubsub.stop()
     await dispatcher.close()
 
 
@@ -184,5 +193,9 @@ async def delete_webhook(request: web.Request) -> web.Response:
 def main(argv: Sequence[str] | None = None) -> None:
     config = SandboxConfig.from_args(sys.argv[1:] if argv is None else argv)
     configure_logging("solana-sandbox", config.log_level)
-    log.info("solana_sandbox_listening", url=f"http://{config.host}:{config.port}")
+    log.info(
+        "solana_sandbox_listening",
+        url=f"http://{config.host}:{config.port}",
+        pubsub_port=config.pubsub_port_wanted or "free",
+    )
     web.run_app(create_app(config), host=config.host, port=config.port, print=None)
