@@ -93,16 +93,17 @@ class PubSubConnection:
                 await self.ws.send_str(self._outbox.popleft())
 
     async def close(self, code: int, reason: str) -> None:
-        """Close with a close frame if the client takes it in time, else cut the socket."""
+        """Close with a close frame if the client takes it in time, else cut the socket (a
+        plain close would wait for the unread bytes to drain: forever, for a stalled peer)."""
         self.closed = True
         self._ready.set()
         try:
             await asyncio.wait_for(self.ws.close(code=code, message=reason.encode()), CLOSE_TIMEOUT)
+            return
         except (TimeoutError, ConnectionError):
             pass
-        finally:
-            if isinstance(self.transport, asyncio.Transport) and not self.transport.is_closing():
-                self.transport.abort()
+        if isinstance(self.transport, asyncio.Transport):
+            self.transport.abort()
 
 
 @dataclass
@@ -331,7 +332,9 @@ class PubSubServer:
         if signature is None:
             raise RpcError(INVALID_PARAMS, "Invalid Request: Invalid signature provided")
         config = _config(params, 1)
-        received = config.get("enableReceivedNotification", False)
+        received = config.get("enableReceivedNotification")
+        if received is None:
+            received = False
         if not isinstance(received, bool):
             raise invalid_params("invalid type: expected a boolean enableReceivedNotification")
         return SignatureSubscription(
