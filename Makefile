@@ -35,6 +35,7 @@ demo: $(STAMP) ## with `make run` up: pay one order with a sandbox wallet, print
 test: $(STAMP) ## run every test tier CI runs (unit, connected, e2e, browser, slow)
 	bash deploy/scripts/ensure-promtool.sh
 	bash deploy/scripts/ensure-chromium.sh
+	bash deploy/scripts/ensure-js-clients.sh
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP) ## unit tests only (and the offline deploy/ checks)

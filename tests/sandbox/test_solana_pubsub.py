@@ -35,6 +35,7 @@ from websockets.asyncio.client import connect as websockets_connect
 from sandbox.solana.chain import Commitment
 from tests.fixtures.solana import (
     SOL,
+    CommitmentWatch,
     SandboxFactory,
     SolanaSandbox,
     airdrop,
@@ -556,24 +557,6 @@ async def drain(client: SolanaWsClient, quiet: float = 0.2) -> None:
             return
 
 
-class CommitmentWatch:
-    """When (perf_counter) the chain brought a slot to each commitment: the event a
-    notification reports, to time its arrival against."""
-
-    def __init__(self, sb: SolanaSandbox) -> None:
-        self.sb = sb
-        self.reached: dict[tuple[Commitment, int], float] = {}
-        sb.chain.on_slot(self._on_slot)
-        sb.chain.on_transaction(lambda record: self._note(Commitment.PROCESSED, record.slot))
-
-    def _note(self, commitment: Commitment, slot: int) -> None:
-        self.reached.setdefault((commitment, slot), time.perf_counter())
-
-    def _on_slot(self, old_slot: int, new_slot: int) -> None:
-        for commitment in (Commitment.CONFIRMED, Commitment.FINALIZED):
-            self._note(commitment, self.sb.chain.commitment_slot(commitment))
-
-
 @pytest.mark.parametrize("commitment", [Confirmed, Finalized])
 async def test_solana_py_client_subscribes_and_unsubscribes(
     solana_sandbox: SolanaSandbox, commitment: SolanaCommitment
@@ -612,7 +595,7 @@ async def test_solana_py_client_subscribes_and_unsubscribes(
                     SlotNotification: "slot",
                     RootNotification: "root",
                 }[type(notification)]
-                arrived.setdefault(kind, (time.perf_counter(), notification))
+                arrived.setdefault(kind, (time.time(), notification))
 
         _, signature_note = arrived["signature"]
         assert isinstance(signature_note, SignatureNotification)
@@ -630,9 +613,8 @@ async def test_solana_py_client_subscribes_and_unsubscribes(
         assert slot_note.result.parent == slot_note.result.slot - 1
         # Each arrived promptly after the chain brought the transaction to the level asked
         # (the real pace is for the bench: here only "about a slot", generously).
-        event = min(t for (c, s), t in watch.reached.items() if c is level and s >= landed.slot)
         for kind in ("signature", "account", "logs"):
-            delay = arrived[kind][0] - event
+            delay = arrived[kind][0] - watch.time_reached(level, landed.slot)
             assert delay < 1.0, (kind, delay)
 
         for subscription in (account, logs, slots, roots):
