@@ -69,6 +69,12 @@ class Report:
         path.write_text(json.dumps({"figures": data}, indent=2))
 
 
+def percentile(values: list[float], p: float) -> float:
+    """The nearest-rank `p`th percentile of `values`."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
 @dataclass
 class LoadResult:
     requests: int

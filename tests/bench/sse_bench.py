@@ -27,7 +27,7 @@ from axiom_payments.events import deliver, status_event
 from axiom_shared.nats import connect_nats
 from axiom_shared.schemas import ChangeSource, PaymentStatus, PaymentStatusChanged, PaymentView
 from axiom_shared.topology import ensure_topology
-from tests.bench.harness import Figure, Report
+from tests.bench.harness import Figure, Report, percentile
 from tests.bench.stack import BenchStack
 
 STREAMS = 10_000
@@ -120,11 +120,6 @@ class Stream:
             self._writer.close()
             with contextlib.suppress(ConnectionError):
                 await self._writer.wait_closed()
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def rss_mib(pid: int) -> float:
