@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # The local stand-ins (dev only, compose profile `sandbox`): the Solana JSON-RPC sandbox and the
 # Amadeus double, one image, chosen by the command:
-#   python -m sandbox.solana --port 8899 --host 0.0.0.0
+#   python -m sandbox.solana --port 8899 --host 0.0.0.0   (PubSub WebSocket on 8900)
 #   python -m sandbox.amadeus --port 8890 --host 0.0.0.0
 # Build from the repository root:
 #   docker build -f deploy/docker/sandbox.Dockerfile -t axiomid/sandbox .
@@ -34,7 +34,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /app
 USER 10001:10001
-EXPOSE 8899 8890
+EXPOSE 8899 8900 8890
 STOPSIGNAL SIGTERM
 # Each compose service sets its own healthcheck (the two stand-ins answer on different paths).
 HEALTHCHECK NONE

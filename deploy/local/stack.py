@@ -2,8 +2,9 @@
 
 Reuses NATS and Redis when `NATS_URL` / `REDIS_URL` already answer, otherwise starts its own
 (data under `var/`), migrates the libSQL files under `var/`, starts the sandboxes and the five
-services with prefixed logs, prints where everything is, and on Ctrl-C (or SIGTERM) stops
-exactly what it started, services first.
+services with prefixed logs, prints where everything is (the Solana sandbox's PubSub
+WebSocket included: RPC port + 1, or `SOLANA_WS_URL`'s port), and on Ctrl-C (or SIGTERM)
+stops exactly what it started, services first.
 """
 
 from __future__ import annotations
@@ -146,6 +147,18 @@ async def register_helius_webhook(env: dict[str, str], gateway_url: str) -> None
     say("sandbox Helius webhook → gateway /api/webhooks/helius (merchant wallet watched)")
 
 
+async def sandbox_pubsub_url(env: dict[str, str]) -> str | None:
+    """Where the Solana sandbox serves PubSub: it says (RPC port + 1, unless that was taken)."""
+    url = env["SOLANA_RPC_URL"].rstrip("/") + "/admin/stats"
+    try:
+        async with aiohttp.ClientSession() as http, http.get(url) as resp:
+            stats = await resp.json()
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return None
+    pubsub_url = stats.get("pubsub_url") if isinstance(stats, dict) else None
+    return pubsub_url if isinstance(pubsub_url, str) else None
+
+
 async def run_stack() -> int:
     VAR.mkdir(exist_ok=True)
     env = {key: os.environ.get(key, value) for key, value in DEFAULTS.items()}
@@ -169,9 +182,12 @@ async def run_stack() -> int:
             if importlib.util.find_spec(f"{module}.__main__") is None:
                 continue
             port = _host_port(env[url_var], 80)[1]
+            argv = [sys.executable, "-m", module, "--port", str(port)]
+            if name == "solana-sandbox" and os.environ.get("SOLANA_WS_URL"):
+                argv += ["--pubsub-port", str(_host_port(os.environ["SOLANA_WS_URL"], 8900)[1])]
             child = ChildProcess(
                 name=name,
-                argv=[sys.executable, "-m", module, "--port", str(port)],
+                argv=argv,
                 env=env,
                 port=port,
                 cwd=str(ROOT),
@@ -186,9 +202,11 @@ async def run_stack() -> int:
             children.append(child)
         await asyncio.gather(*(c.wait_healthy(30) for c in children))
         gateway = next(c for c in children if c.name == "gateway")
+        pubsub_url = None
         if any(c.name == "solana-sandbox" for c in children):
             await register_helius_webhook(env, gateway.base_url)
-        _print_summary(env, children)
+            pubsub_url = await sandbox_pubsub_url(env)
+        _print_summary(env, children, pubsub_url)
         watchers = [asyncio.create_task(c.wait()) for c in children]
         stopper = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait([stopper, *watchers], return_when=asyncio.FIRST_COMPLETED)
@@ -211,13 +229,17 @@ async def run_stack() -> int:
     return code
 
 
-def _print_summary(env: dict[str, str], children: list[ChildProcess]) -> None:
+def _print_summary(
+    env: dict[str, str], children: list[ChildProcess], pubsub_url: str | None
+) -> None:
     gateway = next(c for c in children if c.name == "gateway")
     lines = ["", "AxiomID payments is up:"]
     lines.append(f"  checkout          {gateway.base_url}/")
     for child in children:
         routes = "" if child.any_http_answer else "  (/healthz /readyz /metrics)"
         lines.append(f"  {child.name:<17} {child.base_url}{routes}")
+    if pubsub_url is not None:
+        lines.append(f"  solana PubSub     {pubsub_url}  (WebSocket subscriptions)")
     lines.append(f"  NATS              {env['NATS_URL']}")
     lines.append(f"  Redis             {env['REDIS_URL']}")
     lines.append(f"  payments DB       {env['TURSO_DB_URL']}")

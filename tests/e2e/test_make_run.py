@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -87,6 +88,11 @@ async def test_fresh_machine_starts_its_own_servers_and_stops_them(tmp_path: Pat
                     assert resp.status == 200
             async with http.get(f"http://127.0.0.1:{env['GATEWAY_PORT']}/readyz") as resp:
                 assert resp.status == 200
+            # The Solana sandbox's PubSub WebSocket is up where the summary says.
+            [pubsub_url] = re.findall(r"solana PubSub\s+(ws://\S+)", text)
+            async with http.ws_connect(pubsub_url) as ws:
+                await ws.send_json({"jsonrpc": "2.0", "id": 1, "method": "slotSubscribe"})
+                assert isinstance((await ws.receive_json(timeout=5))["result"], int)
         assert (tmp_path / "var" / "payments.db").exists()
         assert (tmp_path / "var" / "bookings.db").exists()
     finally:
