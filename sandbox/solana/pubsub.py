@@ -26,6 +26,7 @@ from sandbox.solana.chain import Chain, Commitment
 from sandbox.solana.config import SandboxConfig
 from sandbox.solana.encoding import Json, b58decode
 from sandbox.solana.rpc import (
+    INTERNAL_ERROR,
     INVALID_PARAMS,
     INVALID_REQUEST,
     METHOD_NOT_FOUND,
@@ -66,7 +67,6 @@ class PubSubConnection:
         self.max_queued = max_queued
         self.peer = peer
         self.closed = False
-        self.overflowed = False
         self.on_overflow: Callable[[PubSubConnection], None] = lambda _connection: None
         self._outbox: deque[str] = deque()
         self._ready = asyncio.Event()
@@ -76,7 +76,6 @@ class PubSubConnection:
         if self.closed:
             return
         if len(self._outbox) >= self.max_queued:
-            self.overflowed = True
             self.closed = True
             self._outbox.clear()
             self._ready.set()
@@ -108,7 +107,7 @@ class PubSubConnection:
 
 @dataclass
 class PubSubStats:
-    connections_opened: int = 0
+    #: Clients disconnected for falling behind.
     connections_dropped: int = 0
 
 
@@ -192,7 +191,6 @@ class PubSubServer:
         )
         connection.on_overflow = self._overflowed
         self.connections.add(connection)
-        self.stats.connections_opened += 1
         writer = asyncio.create_task(self._write(connection), name="solana-pubsub-writer")
         try:
             async for message in ws:
@@ -214,10 +212,10 @@ class PubSubServer:
     async def _write(self, connection: PubSubConnection) -> None:
         try:
             await connection.write_loop()
-        except (ConnectionError, RuntimeError):
-            # The client went away mid-send; the reader sees it too and cleans up.
+        except Exception as exc:  # the client went away mid-send; the reader ends too
             connection.closed = True
             self.registry.remove_all(connection)
+            log.info("pubsub_client_gone", peer=connection.peer, reason=repr(exc))
 
     def _overflowed(self, connection: PubSubConnection) -> None:
         # Called from inside the chain's event: forget the client now, close it later.
@@ -282,6 +280,11 @@ class PubSubServer:
             outcome = method(connection, params)
         except RpcError as exc:
             response = error_response(request_id, exc)
+        except Exception as exc:  # a bug here must look like a node error, not a dropped socket
+            log.exception("pubsub_internal_error", method=request["method"])
+            response = error_response(
+                request_id, RpcError(INTERNAL_ERROR, f"Internal error: {exc}")
+            )
         else:
             result: Json = outcome
             if isinstance(outcome, Subscription):

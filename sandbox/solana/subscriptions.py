@@ -13,6 +13,13 @@ transaction that had already reached the subscription's commitment is not announ
 getSignatureStatuses), a signature subscription ends after its one notification, and an
 account subscription is told at most once per commitment step, with the account as that
 commitment's bank has it.
+
+Where it differs from a validator, on purpose: each subscription has its own id (a validator
+shares one among identical subscriptions; clients cope with both); `processed` notifications
+go out as each transaction lands, not when its slot's bank completes, because the sandbox's
+processed bank shows a transaction at once and notifications must agree with
+getSignatureStatuses; "receivedSignature" comes only for transactions that land (the sandbox
+has no stage between receiving and executing).
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from solders.signature import Signature
 from solders.system_program import ID as SYSTEM_PROGRAM_ID
 
 from sandbox.solana.chain import Chain, Commitment, TxRecord
-from sandbox.solana.encoding import Json, account_json, b58encode, error_json
+from sandbox.solana.encoding import Json, account_json, error_json
 
 #: A jump of more slots than this at once (the admin's advance) announces only the newest
 #: ones to slot and root subscribers: no validator makes slots that fast, and a client could
@@ -115,18 +122,17 @@ def _context(slot: int, value: Json) -> str:
 def account_value(
     account: Account | None, encoding: AccountEncoding, data_slice: tuple[int, int] | None
 ) -> Json:
-    """UiAccount as a notification carries it; a closed account reads as an empty one."""
+    """UiAccount as a notification carries it; a closed account reads as an empty one owned
+    by the System Program, as a validator reports it."""
+    closed = account is None
     if account is None:
-        account = Account(0, b"", SYSTEM_PROGRAM_ID, False, 0)
+        account = Account(0, b"", SYSTEM_PROGRAM_ID)
     if encoding is AccountEncoding.BINARY:
         value = account_json(account, "base58", data_slice)
-        data = bytes(account.data)
-        if data_slice is not None:
-            data = data[data_slice[0] : data_slice[0] + data_slice[1]]
-        value["data"] = b58encode(data)
+        value["data"] = value["data"][0]
     else:
         value = account_json(account, str(encoding), data_slice)
-    if account.lamports == 0:
+    if closed:
         value["rentEpoch"] = 0
     return value
 
@@ -288,6 +294,8 @@ class SubscriptionRegistry:
     # --- notifications -----------------------------------------------------------------------
 
     def _send(self, subscription: Subscription, result_json: str) -> None:
+        if subscription.id not in self._by_id:
+            return  # its connection was dropped earlier in this same event
         subscription.notify(result_json)
         self.sent[subscription.method] += 1
 
