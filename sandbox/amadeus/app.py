@@ -3,6 +3,9 @@
 Request path through the middleware, as the real API behaves: added latency (fault) → bearer
 token (401 38190) → rate limit per client (429 38194) → injected 500 141 (fault) → handler.
 The token endpoint has no bearer check and no rate limit. `/admin/*` sees no faults and no counters.
+Answers carry the real API's Content-Type, `application/json` from the token endpoint and
+`application/vnd.amadeus+json` from the API, with no parameter: the official Python SDK is a test
+client of this double (tests/sandbox/test_amadeus_sdk.py).
 """
 
 from __future__ import annotations
@@ -38,6 +41,11 @@ TOKEN_PATH = "/v1/security/oauth2/token"  # noqa: S105 - a path, not a secret
 SEARCH_PATH = "/v2/shopping/flight-offers"
 PRICING_PATH = "/v1/shopping/flight-offers/pricing"
 ORDERS_PATH = "/v1/booking/flight-orders"
+
+# The media types the real API sends, with no parameter: the official SDKs parse a body only when
+# Content-Type is exactly one of these (aiohttp's json_response would add "; charset=utf-8").
+OAUTH_MEDIA_TYPE = "application/json"
+API_MEDIA_TYPE = "application/vnd.amadeus+json"
 
 log = get_logger("sandbox.amadeus")
 
@@ -88,9 +96,7 @@ async def amadeus_middleware(request: web.Request, handler: Handler) -> web.Stre
     try:
         response = await _guarded(request, handler, state)
     except AmadeusError as exc:
-        response = web.json_response(
-            exc.body(), status=exc.status, content_type=state.config.content_type
-        )
+        response = _answer(state, exc.body(), status=exc.status)
     state.stats.count_status(response.status)
     return response
 
@@ -125,14 +131,36 @@ async def _guarded(
         ) from None
 
 
-def _oauth_error(status: int, error: str, description: str) -> web.Response:
+def _json_answer(
+    body: dict[str, Any], *, status: int, media_type: str, charset_parameter: bool
+) -> web.Response:
+    """JSON in UTF-8 under `media_type`, set as the header itself so that aiohttp adds no
+    charset; `charset_parameter` (a fault switch) adds one, as some gateways do."""
+    content_type = f"{media_type}; charset=utf-8" if charset_parameter else media_type
+    return web.Response(
+        body=json.dumps(body, ensure_ascii=False).encode(),
+        status=status,
+        headers={"Content-Type": content_type},
+    )
+
+
+def _oauth_answer(state: SandboxState, body: dict[str, Any], status: int = 200) -> web.Response:
+    return _json_answer(
+        body,
+        status=status,
+        media_type=OAUTH_MEDIA_TYPE,
+        charset_parameter=state.faults.charset_parameter,
+    )
+
+
+def _oauth_error(state: SandboxState, status: int, error: str, description: str) -> web.Response:
     body = {
         "error": error,
         "error_description": description,
         "code": 38187,
         "title": "Invalid parameters",
     }
-    return web.json_response(body, status=status)
+    return _oauth_answer(state, body, status)
 
 
 async def issue_token(request: web.Request) -> web.Response:
@@ -141,9 +169,12 @@ async def issue_token(request: web.Request) -> web.Response:
     form = await request.post()
     grant_type = form.get("grant_type")
     if grant_type is None:
-        return _oauth_error(400, "invalid_request", "Mandatory grant_type form parameter missing")
+        return _oauth_error(
+            state, 400, "invalid_request", "Mandatory grant_type form parameter missing"
+        )
     if grant_type != "client_credentials":
         return _oauth_error(
+            state,
             400,
             "unsupported_grant_type",
             "Only client_credentials value is allowed for the body parameter grant_type",
@@ -155,11 +186,12 @@ async def issue_token(request: web.Request) -> web.Response:
         and hmac.compare_digest(client_id.encode(), config.client_id.encode())
         and hmac.compare_digest(client_secret.encode(), config.client_secret.encode())
     ):
-        return _oauth_error(401, "invalid_client", "Client credentials are invalid")
+        return _oauth_error(state, 401, "invalid_client", "Client credentials are invalid")
     token = state.tokens.issue(client_id)
     state.stats.tokens_issued += 1
     log.info("token issued", client_id=client_id, expires_in=config.token_ttl_seconds)
-    return web.json_response(
+    return _oauth_answer(
+        state,
         {
             "type": "amadeusOAuth2Token",
             "username": f"{config.application_name}@sandbox.local",
@@ -170,7 +202,7 @@ async def issue_token(request: web.Request) -> web.Response:
             "expires_in": config.token_ttl_seconds,
             "state": "approved",
             "scope": "",
-        }
+        },
     )
 
 
@@ -184,7 +216,12 @@ async def _json_body(request: web.Request) -> Any:
 
 
 def _answer(state: SandboxState, body: dict[str, Any], status: int = 200) -> web.Response:
-    return web.json_response(body, status=status, content_type=state.config.content_type)
+    return _json_answer(
+        body,
+        status=status,
+        media_type=API_MEDIA_TYPE,
+        charset_parameter=state.faults.charset_parameter,
+    )
 
 
 async def search_get(request: web.Request) -> web.Response:

@@ -23,8 +23,6 @@ class AmadeusSandboxConfig:
     # 0 turns either rule off.
     rate_limit_per_second: int = 10
     min_interval_seconds: float = 0.1
-    # The real API labels its JSON this way; clients must not insist on application/json.
-    content_type: str = "application/vnd.amadeus+json"
     application_name: str = "axiomid-sandbox"
     log_level: str = "INFO"
 

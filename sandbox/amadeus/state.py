@@ -108,6 +108,8 @@ class FaultsUpdate(BaseModel):
     expire_tokens: bool = False
     pricing_price_discrepancy: bool | None = None
     booking_failure_code: Literal[34651, 36870, 37200] | None = None
+    # "; charset=utf-8" after every JSON media type, which the real API never sends.
+    charset_parameter: bool | None = None
 
 
 ALL_PATHS = "*"
@@ -120,6 +122,7 @@ class FaultState:
     force_429: int = 0
     pricing_price_discrepancy: bool = False
     booking_failure_code: int | None = None
+    charset_parameter: bool = False
 
     def apply(self, update: FaultsUpdate) -> None:
         given = update.model_fields_set
@@ -137,6 +140,8 @@ class FaultState:
             self.pricing_price_discrepancy = bool(update.pricing_price_discrepancy)
         if "booking_failure_code" in given:
             self.booking_failure_code = update.booking_failure_code
+        if "charset_parameter" in given:
+            self.charset_parameter = bool(update.charset_parameter)
 
     def take_failure(self, path: str) -> bool:
         """Consume one injected 500 for this path, if one is armed (the specific path first)."""
@@ -169,6 +174,7 @@ class FaultState:
             "force_429": self.force_429,
             "pricing_price_discrepancy": self.pricing_price_discrepancy,
             "booking_failure_code": self.booking_failure_code,
+            "charset_parameter": self.charset_parameter,
         }
 
 

@@ -455,6 +455,38 @@ async def test_unreachable_amadeus_releases_the_claim_for_a_retry(
     assert (await amadeus_sandbox.stats())["orders_created"] == 1
 
 
+# --- Amadeus's JSON ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("charset_parameter", [False, True], ids=["bare", "charset-utf-8"])
+async def test_amadeus_json_is_read_with_or_without_a_charset_parameter(
+    amadeus_sandbox: AmadeusSandbox,
+    proxy: ProxyFactory,
+    nats_client: NATS,
+    charset_parameter: bool,
+) -> None:
+    """Amadeus sends application/json (token) and application/vnd.amadeus+json (API) with no
+    parameter; something on the way may add "; charset=utf-8". Tokens, answers and error codes
+    are read either way, as UTF-8 (the double sends non-ASCII as raw UTF-8)."""
+    await amadeus_sandbox.set_faults(charset_parameter=charset_parameter)
+    async with proxy(amadeus_sandbox):
+        booked = await book(nats_client, await booking_input(nats_client, first_name="JOSÉ"))
+        await amadeus_sandbox.set_faults(booking_failure_code=34651)
+        refused = await api_error(book(nats_client, await booking_input(nats_client)))
+        await amadeus_sandbox.set_faults(expire_tokens=True)
+        searched = await search(nats_client)
+
+    assert (await amadeus_sandbox.faults())["charset_parameter"] is charset_parameter
+    order = booked.amadeus_response["data"]
+    assert booked.order_id == order["id"]
+    assert order["travelers"][0]["name"]["firstName"] == "JOSÉ"
+    assert (refused.status, refused.code) == (409, "segment_sell_failure")
+    assert searched.amadeus_response["data"]
+    stats = await amadeus_sandbox.stats()
+    # The 401 38190 was read: the token was dropped and fetched again, once.
+    assert (stats["token_requests"], stats["unauthorized_401"]) == (2, 1)
+
+
 # --- schema and secrets -----------------------------------------------------------------------
 
 

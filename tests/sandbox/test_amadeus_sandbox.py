@@ -714,3 +714,42 @@ async def test_unknown_path_is_amadeus_404(amadeus_sandbox: AmadeusSandbox) -> N
     token = await amadeus_sandbox.get_token()
     status, body = await call(amadeus_sandbox, "GET", "/v1/nothing-here", token)
     assert (status, only_error(body)["code"]) == (404, 38196)
+
+
+# ---- media types ----
+
+
+@pytest.mark.connected
+async def test_answers_carry_the_real_media_types_with_no_parameter(
+    amadeus_sandbox: AmadeusSandbox,
+) -> None:
+    """Exactly what the real API sends (the official SDKs compare the whole header); the
+    `charset_parameter` switch adds "; charset=utf-8" for clients that must accept both."""
+    token_url = amadeus_sandbox.url("/v1/security/oauth2/token")
+    good = {
+        "grant_type": "client_credentials",
+        "client_id": amadeus_sandbox.client_id,
+        "client_secret": amadeus_sandbox.client_secret,
+    }
+
+    async def content_types() -> list[str]:
+        found = []
+        for form in (good, {**good, "client_secret": "wrong"}):
+            async with amadeus_sandbox.session.post(token_url, data=form) as resp:
+                found.append(resp.headers["Content-Type"])
+        token = await amadeus_sandbox.get_token()
+        for params, headers in ((ROUTE, bearer(token)), ({}, bearer(token)), (ROUTE, {})):
+            async with amadeus_sandbox.session.get(
+                amadeus_sandbox.url(SEARCH), params=params, headers=headers
+            ) as resp:
+                found.append(resp.headers["Content-Type"])
+        return found
+
+    oauth, api = "application/json", "application/vnd.amadeus+json"
+    assert await content_types() == [oauth, oauth, api, api, api]
+    faults = await amadeus_sandbox.set_faults(charset_parameter=True)
+    assert faults["charset_parameter"] is True
+    charset = "; charset=utf-8"
+    assert await content_types() == [oauth + charset] * 2 + [api + charset] * 3
+    assert (await amadeus_sandbox.reset())["charset_parameter"] is False
+    assert await content_types() == [oauth, oauth, api, api, api]

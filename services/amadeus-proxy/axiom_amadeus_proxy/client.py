@@ -301,10 +301,13 @@ class AmadeusClient:
 
 
 async def _json_or_none(resp: aiohttp.ClientResponse) -> Any:
-    text = await resp.text()
-    if not text:
+    """The body as JSON, or None. Read as UTF-8 whatever Content-Type says: Amadeus sends
+    `application/json` or `application/vnd.amadeus+json` with no parameter, something on the way
+    may add "; charset=utf-8", and neither should matter (nor aiohttp's charset fallback)."""
+    raw = await resp.read()
+    if not raw:
         return None
     try:
-        return json.loads(text)
-    except ValueError:
+        return json.loads(raw.decode("utf-8"))
+    except ValueError:  # UnicodeDecodeError included
         return None
