@@ -15,7 +15,10 @@ COPY constraints.txt ./
 COPY shared/ shared/
 COPY services/payments/ services/payments/
 # Not editable: the runtime stage gets installed packages only, not the source tree.
+# libsql-client (remote libSQL/Turso) with --no-deps: it declares a Sphinx theme as a runtime
+# dependency by mistake and imports only aiohttp, which is already here.
 RUN /opt/venv/bin/pip install --no-compile -c constraints.txt ./shared ./services/payments \
+ && /opt/venv/bin/pip install --no-compile --no-deps -c constraints.txt libsql-client \
  && /opt/venv/bin/python -m compileall -q /opt/venv/lib
 
 # --- runtime: the same Python, the venv, a non-root user, nothing else ---------------------

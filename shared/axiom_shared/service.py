@@ -247,12 +247,14 @@ def database_context(
     url: str,
     auth_token: str | None,
     migrations: list[Migration] | None = None,
+    *,
+    sync_url: str | None = None,
 ) -> CleanupContext:
     """A cleanup context that opens a libSQL database into `app[key]`, applies pending
     migrations (idempotent, safe when replicas start together) and checks it."""
 
     async def start_database(app: web.Application, stack: AsyncExitStack) -> None:
-        db = await open_database(url, auth_token)
+        db = await open_database(url, auth_token, sync_url=sync_url)
         stack.push_async_callback(db.close)
         if migrations:
             await migrate(db, migrations)

@@ -57,6 +57,7 @@ def create_app(settings: AmadeusProxySettings) -> web.Application:
             settings.bookings_db_url,
             secret_value(settings.bookings_db_auth_token),
             bookings_migrations(),
+            sync_url=settings.bookings_db_sync_url,
         )
     )
     app.cleanup_ctx.append(_amadeus_context(settings))

@@ -19,6 +19,9 @@ class AmadeusProxySettings(ServiceSettings):
     #: The legacy bookings DB (D1-compatible SQLite / libSQL) holding `agent_transactions`.
     bookings_db_url: str = "file:var/bookings.db"
     bookings_db_auth_token: SecretStr | None = None
+    #: With a `file:` BOOKINGS_DB_URL: keep that file as an embedded replica of this Turso
+    #: database (`libsql://...`): reads are local, writes go to the primary.
+    bookings_db_sync_url: str | None = None
 
     # --- upstream ---------------------------------------------------------------------------
     #: `https://test.api.amadeus.com` / `https://api.amadeus.com`; the local double by default.

@@ -62,7 +62,11 @@ async def record(db: Database, action: str, target: str | None, details: dict[st
 
 async def run(args: argparse.Namespace, settings: PaymentsSettings) -> int:
     bind_correlation_id(None)
-    db = await open_database(settings.turso_db_url, secret_value(settings.turso_db_auth_token))
+    db = await open_database(
+        settings.turso_db_url,
+        secret_value(settings.turso_db_auth_token),
+        sync_url=settings.turso_sync_url,
+    )
     try:
         await migrate(db, payments_migrations())
         if args.area == "payments":

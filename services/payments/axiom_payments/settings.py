@@ -20,8 +20,15 @@ class PaymentsSettings(ServiceSettings):
     #: The payments DB: a libSQL file locally, `libsql://...` (Turso) in production.
     turso_db_url: str = "file:var/payments.db"
     turso_db_auth_token: SecretStr | None = None
+    #: With a `file:` TURSO_DB_URL: keep that file as an embedded replica of this Turso
+    #: database (`libsql://...`): reads are local, writes go to the primary.
+    turso_sync_url: str | None = None
     solana_rpc_url: str = "http://127.0.0.1:8899"
     solana_rpc_timeout: float = Field(default=5.0, gt=0)
+    #: Requests (create, get, match) handled at once by one replica.
+    max_concurrency: int = Field(default=128, ge=1, le=10_000)
+    #: Seconds a fetched blockhash is handed out for (one slot); at most one fetch per period.
+    blockhash_max_age: float = Field(default=0.4, gt=0, le=30)
     #: Where payments are paid to (a wallet address, never a token account). Required outside
     #: development: there is no silent default address.
     merchant_wallet: Pubkey | None = None
