@@ -22,7 +22,7 @@ from axiom_shared.db import Database
 from axiom_shared.errors import not_found
 from axiom_shared.logging import get_logger
 from axiom_shared.migrations import Migration, load_migrations
-from axiom_shared.nats import Endpoint, JetStreamConsumer, serve
+from axiom_shared.nats import Endpoint, InFlight, JetStreamConsumer, serve
 from axiom_shared.schemas import (
     CreatePaymentInput,
     CreatePaymentResult,
@@ -43,7 +43,7 @@ from axiom_shared.service import (
     run_service,
 )
 from axiom_shared.settings import secret_value
-from axiom_shared.solana_rpc import SolanaRpc
+from axiom_shared.solana_rpc import RecentBlockhash, SolanaRpc
 from axiom_shared.topology import (
     PAYMENTS_CATALOG,
     PAYMENTS_CREATE,
@@ -81,6 +81,7 @@ def create_app(settings: PaymentsSettings) -> web.Application:
             settings.turso_db_url,
             secret_value(settings.turso_db_auth_token),
             payments_migrations(),
+            sync_url=settings.turso_sync_url,
         )
     )
 
@@ -95,6 +96,8 @@ def create_app(settings: PaymentsSettings) -> web.Application:
             db=db,
             catalog=app[catalog_key],
             rpc=rpc,
+            # A finalized blockhash, fetched once per slot and shared by every request.
+            blockhashes=RecentBlockhash(rpc, max_age=settings.blockhash_max_age),
             relay=relay,
             merchant_wallet=Pubkey.from_string(merchant),
             fee_payer=fee_payer,
@@ -153,6 +156,10 @@ def create_app(settings: PaymentsSettings) -> web.Application:
 
         add_readiness_check(app, "findings", working)
 
+        # Requests are handled side by side (nats-py runs one callback at a time): creations
+        # waiting on the database are then committed together (group commit).
+        in_flight = InFlight(settings.max_concurrency)
+        stack.push_async_callback(in_flight.wait, settings.shutdown_timeout)
         service = await serve(
             bus.nc,
             "payments",
@@ -164,6 +171,7 @@ def create_app(settings: PaymentsSettings) -> web.Application:
                 Endpoint("match", PAYMENTS_MATCH, MatchPaymentsInput, match_payments),
             ],
             description="payments: create, status, catalogue",
+            in_flight=in_flight,
         )
         stack.push_async_callback(service.stop)
         log.info(
