@@ -14,8 +14,12 @@ only time tells apart.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import itertools
+import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -216,3 +220,45 @@ class SolanaRpc:
         if not isinstance(result, int) or isinstance(result, bool):
             raise RpcUnavailable("getBlockTime: malformed answer")
         return result
+
+
+class RecentBlockhash:
+    """A recent blockhash, fetched at most once per `max_age` (a slot, 400 ms on mainnet) and
+    shared by every caller: concurrent callers wait for the one request in flight. A finalized
+    blockhash stays valid for about 150 slots, so one a slot old costs a wallet nothing."""
+
+    def __init__(
+        self,
+        rpc: SolanaRpc,
+        *,
+        commitment: str = "finalized",
+        max_age: float = 0.4,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._rpc = rpc
+        self._commitment = commitment
+        self._max_age = max_age
+        self._clock = clock
+        self._value: Hash | None = None
+        self._fetched_at = -math.inf
+        self._pending: asyncio.Future[Hash] | None = None
+        #: RPC calls made (the cache's hit ratio is the callers beside it).
+        self.fetches = 0
+
+    async def get(self) -> Hash:
+        if self._value is not None and self._clock() - self._fetched_at < self._max_age:
+            return self._value
+        if self._pending is None:
+            self._pending = asyncio.ensure_future(self._fetch())
+        # Shielded: one caller giving up does not cancel the request the others wait for.
+        return await asyncio.shield(self._pending)
+
+    async def _fetch(self) -> Hash:
+        try:
+            started = self._clock()
+            self.fetches += 1
+            value = await self._rpc.latest_blockhash(self._commitment)
+            self._value, self._fetched_at = value, started
+            return value
+        finally:
+            self._pending = None

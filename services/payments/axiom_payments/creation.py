@@ -41,7 +41,7 @@ from axiom_shared.schemas import (
     PaymentStatus,
 )
 from axiom_shared.solana_pay import transfer_url
-from axiom_shared.solana_rpc import RpcUnavailable, SolanaRpc
+from axiom_shared.solana_rpc import RecentBlockhash, RpcUnavailable, SolanaRpc
 
 log = get_logger(__name__)
 
@@ -51,6 +51,7 @@ class Creator:
     db: Database
     catalog: Catalog
     rpc: SolanaRpc
+    blockhashes: RecentBlockhash
     relay: OutboxRelay
     merchant_wallet: Pubkey
     fee_payer: Keypair | None
@@ -196,7 +197,7 @@ class Creator:
     async def _recent_blockhash(self) -> Hash:
         try:
             # A finalized blockhash passes a wallet's preflight at any commitment it uses.
-            return await self.rpc.latest_blockhash("finalized")
+            return await self.blockhashes.get()
         except RpcUnavailable as exc:
             log.warning("solana rpc unavailable", error=str(exc)[:200])
             raise unavailable("the Solana RPC is unavailable, try again shortly") from exc
