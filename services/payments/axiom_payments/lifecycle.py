@@ -148,6 +148,10 @@ class Lifecycle:
         known = {receipt.signature for receipt in existing}
         offered = {r.signature: r for r in findings.receipts if r.signature not in known}
         owners = await ledger.receipt_owners(self.db, list(offered))
+        if row.public_id in owners.values():
+            # A racing delivery counted one of them for this payment since we read it: read
+            # again (it is ours, not a signature counted elsewhere).
+            return None
         observations = list(findings.observations)
         fresh: list[ReceiptRow] = []
         for signature, receipt in offered.items():
