@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from tests.bench import (
+    endtoend_bench,
     payments_bench,
     pubsub_bench,
     ratelimit_bench,
@@ -24,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BENCHMARKS = {
     "payments": payments_bench,
     "verification": verification_bench,
+    "endtoend": endtoend_bench,
     "sse": sse_bench,
     "ratelimit": ratelimit_bench,
     "pubsub": pubsub_bench,

@@ -9,7 +9,7 @@ from solders.keypair import Keypair
 from tests.bench.harness import Figure, Report, closed_loop
 from tests.bench.stack import BenchStack
 
-CONCURRENCY = 32
+CONCURRENCY = 50
 SECONDS = 5.0
 
 

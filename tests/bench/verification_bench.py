@@ -1,4 +1,4 @@
-"""Webhook in → provisioned, over 500 payments: latency p50/p99 and verifications/s, beside
+"""Webhook in → provisioned, over 2,000 payments: latency p50/p99 and verifications/s, beside
 the sandbox chain's own getTransaction rate and latency measured in the same run (the floor
 any verification stands on: each one reads the transaction at finalized)."""
 
@@ -21,7 +21,7 @@ from tests.bench.harness import Figure, Report, closed_loop
 from tests.bench.stack import BenchStack
 from tests.fixtures.solana import send_transfer
 
-PAYMENTS = 500
+PAYMENTS = 2000
 PRICE = 100_000_000
 SECRET = "bench-helius-secret"
 
@@ -35,9 +35,9 @@ async def run(stack: BenchStack, report: Report) -> None:
     rpc_url = stack.solana_url
 
     async with aiohttp.ClientSession() as http, AsyncClient(rpc_url) as rpc:
-        payers = [Keypair() for _ in range(8)]
+        payers = [Keypair() for _ in range(16)]
         for payer in payers:
-            sig = (await rpc.request_airdrop(payer.pubkey(), 10_000_000_000)).value
+            sig = (await rpc.request_airdrop(payer.pubkey(), 20_000_000_000)).value
             await rpc.confirm_transaction(sig, Confirmed, sleep_seconds=0.05)
 
         sem = asyncio.Semaphore(32)
