@@ -352,34 +352,56 @@ class JetStreamConsumer(Generic[M]):
                     await self._task
 
     async def _run(self) -> None:
+        """Keep up to `concurrency` messages in hand: as soon as one is done, fetch more. (A
+        batch is not waited for as a whole: one slow message never holds up the others.)"""
         sub: JetStreamContext.PullSubscription | None = None
-        while not self._stopping.is_set():
-            try:
-                if sub is None:
-                    await ensure_consumer(self._nc, self._js, self._spec, self._replica_id)
-                    sub = await self._js.pull_subscribe_bind(
-                        durable=self.name, stream=self._spec.stream
-                    )
+        in_hand: set[asyncio.Task[None]] = set()
+        try:
+            while not self._stopping.is_set():
                 try:
-                    msgs = await sub.fetch(self._concurrency, timeout=self._fetch_timeout)
-                except (NatsTimeoutError, TimeoutError):
-                    continue
-                await asyncio.gather(*(self._process(m) for m in msgs))
-            except asyncio.CancelledError:
-                raise
-            except (NotFoundError, ServiceUnavailableError) as exc:
-                # The consumer vanished (NATS restarted without it, or it expired): recreate.
-                log.warning("consumer lost, recreating", consumer=self.name, error=str(exc)[:200])
-                await self._drop(sub)
-                sub = None
-                await self._pause(0.5)
-            except Exception as exc:
-                log.warning("consumer loop error", consumer=self.name, error=repr(exc)[:200])
-                if not self._nc.is_connected:
+                    if sub is None:
+                        await ensure_consumer(self._nc, self._js, self._spec, self._replica_id)
+                        sub = await self._js.pull_subscribe_bind(
+                            durable=self.name, stream=self._spec.stream
+                        )
+                    if len(in_hand) >= self._concurrency:
+                        await asyncio.wait(in_hand, return_when=asyncio.FIRST_COMPLETED)
+                        continue
+                    try:
+                        msgs = await sub.fetch(
+                            self._concurrency - len(in_hand), timeout=self._fetch_timeout
+                        )
+                    except (NatsTimeoutError, TimeoutError):
+                        continue
+                    for msg in msgs:
+                        task = asyncio.create_task(self._process(msg))
+                        in_hand.add(task)
+                        task.add_done_callback(in_hand.discard)
+                except asyncio.CancelledError:
+                    raise
+                except (NotFoundError, ServiceUnavailableError) as exc:
+                    # The consumer vanished (NATS restarted without it, or it expired): recreate.
+                    log.warning(
+                        "consumer lost, recreating", consumer=self.name, error=str(exc)[:200]
+                    )
                     await self._drop(sub)
                     sub = None
-                await self._pause(0.5)
-        await self._drop(sub)
+                    await self._pause(0.5)
+                except Exception as exc:
+                    log.warning("consumer loop error", consumer=self.name, error=repr(exc)[:200])
+                    if not self._nc.is_connected:
+                        await self._drop(sub)
+                        sub = None
+                    await self._pause(0.5)
+            # Stopping: the messages in hand finish (stop() cancels them past its timeout).
+            if in_hand:
+                await asyncio.wait(set(in_hand))
+        finally:
+            for task in in_hand:
+                task.cancel()
+            if in_hand:
+                await asyncio.wait(set(in_hand))
+            await self._drop(sub)
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

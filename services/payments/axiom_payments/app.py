@@ -137,7 +137,7 @@ def create_app(settings: PaymentsSettings) -> web.Application:
             PAYMENTS_FINDINGS,
             PaymentFindings,
             lifecycle.on_findings,
-            concurrency=16,
+            concurrency=settings.findings_concurrency,
         )
         findings.start()
         stack.push_async_callback(findings.stop, settings.shutdown_timeout)

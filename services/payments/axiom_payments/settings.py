@@ -25,6 +25,9 @@ class PaymentsSettings(ServiceSettings):
     turso_sync_url: str | None = None
     solana_rpc_url: str = "http://127.0.0.1:8899"
     solana_rpc_timeout: float = Field(default=5.0, gt=0)
+    #: Findings (from the verifier) applied at once by one replica; their writes are
+    #: group-committed.
+    findings_concurrency: int = Field(default=64, ge=1, le=1024)
     #: Requests (create, get, match) handled at once by one replica.
     max_concurrency: int = Field(default=128, ge=1, le=10_000)
     #: Seconds a fetched blockhash is handed out for (one slot); at most one fetch per period.
