@@ -33,6 +33,10 @@ PORT_VARS = {
 }
 
 
+def quiet(_name: str, _line: str) -> None:
+    """A sink that drops a child's output (tests and benchmarks read what they need elsewhere)."""
+
+
 def _default_sink(name: str, line: str) -> None:
     sys.stdout.write(f"[{name:>13}] {line}")
     sys.stdout.flush()

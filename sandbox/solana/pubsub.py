@@ -22,7 +22,7 @@ from solders.pubkey import Pubkey
 from solders.signature import Signature
 
 from axiom_shared.logging import get_logger
-from sandbox.solana.chain import Chain, Commitment
+from sandbox.solana.chain import Chain
 from sandbox.solana.config import SandboxConfig
 from sandbox.solana.encoding import Json, b58decode
 from sandbox.solana.rpc import (
@@ -32,8 +32,12 @@ from sandbox.solana.rpc import (
     METHOD_NOT_FOUND,
     PARSE_ERROR,
     RpcError,
+    commitment_param,
+    config_param,
     error_response,
     invalid_params,
+    param,
+    valid_id,
 )
 from sandbox.solana.subscriptions import (
     AccountEncoding,
@@ -260,11 +264,11 @@ class PubSubServer:
             not isinstance(request, dict)
             or request.get("jsonrpc") != "2.0"
             or not isinstance(request.get("method"), str)
-            or not _valid_id(request.get("id"))
+            or not valid_id(request.get("id"))
         ):
             request_id = request.get("id") if isinstance(request, dict) else None
             return error_response(
-                request_id if _valid_id(request_id) else None,
+                request_id if valid_id(request_id) else None,
                 RpcError(INVALID_REQUEST, "Invalid request"),
             )
         request_id = request.get("id")
@@ -296,18 +300,18 @@ class PubSubServer:
     # --- the methods -----------------------------------------------------------------------
 
     def account_subscribe(self, connection: PubSubConnection, params: list[Json]) -> Subscription:
-        address = _pubkey(_arg(params, 0), "pubkey")
-        config = _config(params, 1)
+        address = _pubkey(param(params, 0), "pubkey")
+        config = config_param(params, 1)
         return AccountSubscription(
             connection,
             address=address,
-            commitment=_commitment(config),
+            commitment=commitment_param(config),
             encoding=_account_encoding(config),
             data_slice=_data_slice(config),
         )
 
     def logs_subscribe(self, connection: PubSubConnection, params: list[Json]) -> Subscription:
-        selector = _arg(params, 0)
+        selector = param(params, 0)
         mentions: Pubkey | None = None
         if isinstance(selector, dict) and set(selector) == {"mentions"}:
             keys = selector["mentions"]
@@ -321,11 +325,11 @@ class PubSubServer:
                 "unknown variant, expected one of `all`, `allWithVotes`, `mentions`"
             )
         return LogsSubscription(
-            connection, mentions=mentions, commitment=_commitment(_config(params, 1))
+            connection, mentions=mentions, commitment=commitment_param(config_param(params, 1))
         )
 
     def signature_subscribe(self, connection: PubSubConnection, params: list[Json]) -> Subscription:
-        raw = _arg(params, 0)
+        raw = param(params, 0)
         signature: Signature | None = None
         if isinstance(raw, str):
             with contextlib.suppress(ValueError):
@@ -334,7 +338,7 @@ class PubSubServer:
                     signature = Signature.from_bytes(decoded)
         if signature is None:
             raise RpcError(INVALID_PARAMS, "Invalid Request: Invalid signature provided")
-        config = _config(params, 1)
+        config = config_param(params, 1)
         received = config.get("enableReceivedNotification")
         if received is None:
             received = False
@@ -343,7 +347,7 @@ class PubSubServer:
         return SignatureSubscription(
             connection,
             signature=signature,
-            commitment=_commitment(config),
+            commitment=commitment_param(config),
             received_notification=received,
         )
 
@@ -354,7 +358,7 @@ class PubSubServer:
         return RootSubscription(connection)
 
     def unsubscribe(self, connection: PubSubConnection, params: list[Json]) -> bool:
-        subscription_id = _arg(params, 0)
+        subscription_id = param(params, 0)
         if not isinstance(subscription_id, int) or isinstance(subscription_id, bool):
             raise invalid_params("invalid type: expected u64 subscription id")
         if not self.registry.owned_by(subscription_id, connection):
@@ -366,25 +370,6 @@ def _dump(value: Json) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
-def _valid_id(value: Json) -> bool:
-    return value is None or (isinstance(value, str | int) and not isinstance(value, bool))
-
-
-def _arg(params: list[Json], index: int) -> Json:
-    if len(params) <= index:
-        raise invalid_params(f"`params` should have at least {index + 1} argument(s)")
-    return params[index]
-
-
-def _config(params: list[Json], index: int) -> dict[str, Json]:
-    if len(params) <= index or params[index] is None:
-        return {}
-    value = params[index]
-    if not isinstance(value, dict):
-        raise invalid_params("invalid type: expected a config object")
-    return value
-
-
 def _pubkey(value: Json, name: str) -> Pubkey:
     if isinstance(value, str):
         with contextlib.suppress(ValueError):
@@ -392,14 +377,6 @@ def _pubkey(value: Json, name: str) -> Pubkey:
             if len(raw) == 32:
                 return Pubkey.from_bytes(raw)
     raise RpcError(INVALID_PARAMS, f"Invalid Request: Invalid {name} provided")
-
-
-def _commitment(config: dict[str, Json]) -> Commitment:
-    # A validator's default for every subscription is `finalized`.
-    try:
-        return Commitment.parse(config.get("commitment"), Commitment.FINALIZED)
-    except ValueError as exc:
-        raise invalid_params(f"unknown commitment {config.get('commitment')!r}") from exc
 
 
 def _account_encoding(config: dict[str, Json]) -> AccountEncoding:

@@ -128,11 +128,11 @@ class RpcHandler:
             not isinstance(request, dict)
             or request.get("jsonrpc") != "2.0"
             or not isinstance(request.get("method"), str)
-            or not _valid_id(request.get("id"))
+            or not valid_id(request.get("id"))
         ):
             request_id = request.get("id") if isinstance(request, dict) else None
             return error_response(
-                request_id if _valid_id(request_id) else None,
+                request_id if valid_id(request_id) else None,
                 RpcError(INVALID_REQUEST, "Invalid request"),
             )
         is_notification = "id" not in request
@@ -173,14 +173,14 @@ class RpcHandler:
         return str(self.chain.blocks[0].blockhash)
 
     async def get_slot(self, params: list[Json]) -> Json:
-        return self._bank_slot(_config(params, 0))
+        return self._bank_slot(config_param(params, 0))
 
     async def get_block_height(self, params: list[Json]) -> Json:
         # No slot is ever skipped here, so block height equals slot.
-        return self._bank_slot(_config(params, 0))
+        return self._bank_slot(config_param(params, 0))
 
     async def get_epoch_info(self, params: list[Json]) -> Json:
-        slot = self._bank_slot(_config(params, 0))
+        slot = self._bank_slot(config_param(params, 0))
         return {
             "absoluteSlot": slot,
             "blockHeight": slot,
@@ -191,7 +191,7 @@ class RpcHandler:
         }
 
     async def get_block_time(self, params: list[Json]) -> Json:
-        slot = _arg(params, 0, "slot")
+        slot = param(params, 0)
         if not isinstance(slot, int) or isinstance(slot, bool) or slot < 0:
             raise invalid_params("invalid type: expected u64")
         block = self.chain.blocks.get(slot)
@@ -208,11 +208,11 @@ class RpcHandler:
     async def get_block(self, params: list[Json]) -> Json:
         """A block with `transactionDetails` "signatures" or "none" (the verifier reads a
         transaction's position in its block; full details are not served here)."""
-        slot = _arg(params, 0, "slot")
+        slot = param(params, 0)
         if not isinstance(slot, int) or isinstance(slot, bool) or slot < 0:
             raise invalid_params("invalid type: expected u64")
-        config = _config(params, 1)
-        commitment = _commitment(config)
+        config = config_param(params, 1)
+        commitment = commitment_param(config)
         if commitment is Commitment.PROCESSED:
             raise invalid_params("Method does not support commitment below `confirmed`")
         details = config.get("transactionDetails", "full")
@@ -236,11 +236,11 @@ class RpcHandler:
         return answer
 
     async def get_transaction_count(self, params: list[Json]) -> Json:
-        self._bank_slot(_config(params, 0))
+        self._bank_slot(config_param(params, 0))
         return self.chain.tx_count
 
     async def get_latest_blockhash(self, params: list[Json]) -> Json:
-        slot = self._bank_slot(_config(params, 0))
+        slot = self._bank_slot(config_param(params, 0))
         block = self.chain.blocks[slot]
         value = {
             "blockhash": str(block.blockhash),
@@ -249,8 +249,8 @@ class RpcHandler:
         return self.context(value, slot)
 
     async def is_blockhash_valid(self, params: list[Json]) -> Json:
-        raw = _arg(params, 0, "blockhash")
-        config = _config(params, 1)
+        raw = param(params, 0)
+        config = config_param(params, 1)
         slot = self._bank_slot(config)
         try:
             blockhash = Hash.from_string(raw) if isinstance(raw, str) else None
@@ -258,35 +258,35 @@ class RpcHandler:
             blockhash = None
         if blockhash is None:
             raise invalid_param("Invalid")
-        valid = self.chain.blockhash_is_valid(blockhash, _commitment(config))
+        valid = self.chain.blockhash_is_valid(blockhash, commitment_param(config))
         return self.context(valid, slot)
 
     async def get_balance(self, params: list[Json]) -> Json:
-        address = _pubkey(_arg(params, 0, "pubkey"))
-        config = _config(params, 1)
+        address = _pubkey(param(params, 0))
+        config = config_param(params, 1)
         slot = self._bank_slot(config)
-        return self.context(self.chain.balance(address, _commitment(config)), slot)
+        return self.context(self.chain.balance(address, commitment_param(config)), slot)
 
     async def get_account_info(self, params: list[Json]) -> Json:
-        address = _pubkey(_arg(params, 0, "pubkey"))
-        config = _config(params, 1)
+        address = _pubkey(param(params, 0))
+        config = config_param(params, 1)
         slot = self._bank_slot(config)
         encoding, data_slice = _account_encoding(config)
-        account = self.chain.account(address, _commitment(config))
+        account = self.chain.account(address, commitment_param(config))
         value = None if account is None else account_json(account, encoding, data_slice)
         return self.context(value, slot)
 
     async def get_multiple_accounts(self, params: list[Json]) -> Json:
-        raw = _arg(params, 0, "pubkeys")
+        raw = param(params, 0)
         if not isinstance(raw, list):
             raise invalid_params("invalid type: expected a sequence")
         if len(raw) > MAX_MULTIPLE_ACCOUNTS:
             raise invalid_params(f"Too many inputs provided; max {MAX_MULTIPLE_ACCOUNTS}")
         addresses = [_pubkey(item) for item in raw]
-        config = _config(params, 1)
+        config = config_param(params, 1)
         slot = self._bank_slot(config)
         encoding, data_slice = _account_encoding(config)
-        commitment = _commitment(config)
+        commitment = commitment_param(config)
         values = []
         for address in addresses:
             account = self.chain.account(address, commitment)
@@ -294,15 +294,15 @@ class RpcHandler:
         return self.context(values, slot)
 
     async def get_minimum_balance_for_rent_exemption(self, params: list[Json]) -> Json:
-        size = _arg(params, 0, "usize")
+        size = param(params, 0)
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise invalid_params("invalid type: expected usize")
-        self._bank_slot(_config(params, 1))
+        self._bank_slot(config_param(params, 1))
         return self.chain.minimum_balance_for_rent_exemption(size)
 
     async def get_fee_for_message(self, params: list[Json]) -> Json:
-        raw = _arg(params, 0, "message")
-        config = _config(params, 1)
+        raw = param(params, 0)
+        config = config_param(params, 1)
         slot = self._bank_slot(config)
         try:
             message = from_bytes_versioned(base64.b64decode(raw, validate=True))
@@ -310,7 +310,7 @@ class RpcHandler:
             raise invalid_params(f"invalid message: {exc}") from exc
         if isinstance(message, MessageV1):
             raise invalid_params("unsupported message version")
-        if not self.chain.blockhash_is_valid(message.recent_blockhash, _commitment(config)):
+        if not self.chain.blockhash_is_valid(message.recent_blockhash, commitment_param(config)):
             return self.context(None, slot)
         return self.context(self.chain.fee_for_message(message), slot)
 
@@ -320,11 +320,11 @@ class RpcHandler:
     # --- transactions ---------------------------------------------------------------------------
 
     async def request_airdrop(self, params: list[Json]) -> Json:
-        address = _pubkey(_arg(params, 0, "pubkey"))
-        lamports = _arg(params, 1, "lamports")
+        address = _pubkey(param(params, 0))
+        lamports = param(params, 1)
         if not isinstance(lamports, int) or isinstance(lamports, bool) or lamports <= 0:
             raise invalid_params("invalid type: expected u64 lamports > 0")
-        self._bank_slot(_config(params, 2))
+        self._bank_slot(config_param(params, 2))
         try:
             record = self.chain.airdrop(address, lamports)
         except TransactionRejected as exc:
@@ -336,8 +336,8 @@ class RpcHandler:
         return str(record.signature)
 
     async def send_transaction(self, params: list[Json]) -> Json:
-        config = _config(params, 1)
-        tx = _decode_transaction(_arg(params, 0, "transaction"), config.get("encoding"))
+        config = config_param(params, 1)
+        tx = _decode_transaction(param(params, 0), config.get("encoding"))
         signature = tx.signatures[0]
         if not config.get("skipPreflight", False):
             if not all(tx.verify_with_results()):
@@ -371,8 +371,8 @@ class RpcHandler:
         return str(signature)
 
     async def simulate_transaction(self, params: list[Json]) -> Json:
-        config = _config(params, 1)
-        tx = _decode_transaction(_arg(params, 0, "transaction"), config.get("encoding"))
+        config = config_param(params, 1)
+        tx = _decode_transaction(param(params, 0), config.get("encoding"))
         sig_verify = bool(config.get("sigVerify", False))
         replace = bool(config.get("replaceRecentBlockhash", False))
         if sig_verify and replace:
@@ -381,7 +381,7 @@ class RpcHandler:
             raise RpcError(
                 SIGNATURE_VERIFICATION_FAILURE, "Transaction signature verification failure"
             )
-        commitment = _commitment(config)
+        commitment = commitment_param(config)
         slot = self._bank_slot(config)
         replacement: Json = None
         if replace:
@@ -415,13 +415,13 @@ class RpcHandler:
         return self.context(value, slot)
 
     async def get_signature_statuses(self, params: list[Json]) -> Json:
-        raw = _arg(params, 0, "signatures")
+        raw = param(params, 0)
         if not isinstance(raw, list):
             raise invalid_params("invalid type: expected a sequence of signatures")
         if len(raw) > MAX_SIGNATURE_STATUSES:
             raise invalid_params(f"Too many inputs provided; max {MAX_SIGNATURE_STATUSES}")
         signatures = [_signature(item) for item in raw]
-        config = _config(params, 1)
+        config = config_param(params, 1)
         search_history = bool(config.get("searchTransactionHistory", False))
         slot = self.chain.slot
         oldest_cached = slot - self.chain.config.status_cache_slots
@@ -444,9 +444,9 @@ class RpcHandler:
         return self.context(values, slot)
 
     async def get_signatures_for_address(self, params: list[Json]) -> Json:
-        address = _pubkey(_arg(params, 0, "address"))
-        config = _config(params, 1)
-        commitment = _commitment(config)
+        address = _pubkey(param(params, 0))
+        config = config_param(params, 1)
+        commitment = commitment_param(config)
         if commitment is Commitment.PROCESSED:
             raise invalid_params("Method does not support commitment below `confirmed`")
         self._check_min_context_slot(config, self.chain.commitment_slot(commitment))
@@ -486,14 +486,16 @@ class RpcHandler:
         return results
 
     async def get_transaction(self, params: list[Json]) -> Json:
-        signature = _signature(_arg(params, 0, "signature"))
+        signature = _signature(param(params, 0))
         raw_config = params[1] if len(params) > 1 else None
         # The older form passes the encoding alone, as a string.
-        config = {"encoding": raw_config} if isinstance(raw_config, str) else _config(params, 1)
+        config = (
+            {"encoding": raw_config} if isinstance(raw_config, str) else config_param(params, 1)
+        )
         encoding = config.get("encoding") or "json"
         if encoding not in ("json", "jsonParsed", "base64", "base58"):
             raise invalid_params(f"unknown variant `{encoding}`")
-        commitment = _commitment(config)
+        commitment = commitment_param(config)
         if commitment is Commitment.PROCESSED:
             raise invalid_params("Method does not support commitment below `confirmed`")
         max_version = config.get("maxSupportedTransactionVersion")
@@ -521,7 +523,7 @@ class RpcHandler:
     # --- helpers --------------------------------------------------------------------------------
 
     def _bank_slot(self, config: dict[str, Json]) -> int:
-        slot = self.chain.commitment_slot(_commitment(config))
+        slot = self.chain.commitment_slot(commitment_param(config))
         self._check_min_context_slot(config, slot)
         return slot
 
@@ -535,17 +537,18 @@ class RpcHandler:
             )
 
 
-def _valid_id(value: Json) -> bool:
+def valid_id(value: Json) -> bool:
     return value is None or (isinstance(value, str | int) and not isinstance(value, bool))
 
 
-def _arg(params: list[Json], index: int, name: str) -> Json:
+def param(params: list[Json], index: int) -> Json:
+    """The positional parameter at `index` (an error when the request has too few)."""
     if len(params) <= index:
         raise invalid_params(f"`params` should have at least {index + 1} argument(s)")
     return params[index]
 
 
-def _config(params: list[Json], index: int) -> dict[str, Json]:
+def config_param(params: list[Json], index: int) -> dict[str, Json]:
     if len(params) <= index or params[index] is None:
         return {}
     value = params[index]
@@ -554,7 +557,7 @@ def _config(params: list[Json], index: int) -> dict[str, Json]:
     return value
 
 
-def _commitment(config: dict[str, Json]) -> Commitment:
+def commitment_param(config: dict[str, Json]) -> Commitment:
     try:
         return Commitment.parse(config.get("commitment"), Commitment.FINALIZED)
     except ValueError as exc:

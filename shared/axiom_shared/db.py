@@ -153,8 +153,8 @@ def _run(conn: sqlite3.Connection, stmt: Statement) -> ResultSet:
 @dataclass
 class _Job:
     statements: Sequence[Statement]
+    #: Settled on its own loop's thread once the batch is committed (or refused).
     future: asyncio.Future[list[ResultSet]]
-    loop: asyncio.AbstractEventLoop
 
 
 Outcome = list[ResultSet] | DatabaseError
@@ -232,9 +232,8 @@ class FileDatabase(Database):
     async def batch(self, statements: Sequence[Statement]) -> list[ResultSet]:
         if self._closed:
             raise DatabaseError("the database is closed", None)
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[list[ResultSet]] = loop.create_future()
-        self._jobs.put(_Job(list(statements), future, loop))
+        future: asyncio.Future[list[ResultSet]] = asyncio.get_running_loop().create_future()
+        self._jobs.put(_Job(list(statements), future))
         return await future
 
     def _write_loop(self) -> None:
@@ -315,7 +314,7 @@ class FileDatabase(Database):
     @staticmethod
     def _answer(group: list[_Job], outcomes: list[Outcome]) -> None:
         for job, outcome in zip(group, outcomes, strict=True):
-            job.loop.call_soon_threadsafe(_settle, job.future, outcome)
+            job.future.get_loop().call_soon_threadsafe(_settle, job.future, outcome)
 
     # -- reads
 

@@ -15,7 +15,13 @@ def main() -> None:
     app = web.Application()
     app.router.add_get("/", hello)
     app.router.add_post("/", hello)
-    web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
+    web.run_app(
+        app,
+        host="127.0.0.1",
+        port=int(sys.argv[sys.argv.index("--port") + 1]),
+        access_log=None,
+        print=None,
+    )
 
 
 if __name__ == "__main__":

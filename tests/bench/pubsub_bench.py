@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import itertools
 import json
-import sys
 import time
 from typing import Any
 
@@ -45,10 +44,6 @@ TRANSFER_RATE = 10
 #: Each transfer: enough for a new wallet to be rent-exempt.
 TRANSFER_LAMPORTS = 1_000_000
 COMMITMENTS = ("processed", "confirmed", "finalized")
-
-
-def _quiet(_name: str, _line: str) -> None:
-    pass
 
 
 class Subscriber:
@@ -135,30 +130,17 @@ async def pay_steadily(rpc: AsyncClient, payer: Keypair, wallets: list[str]) -> 
 
 
 async def start_sandbox(stack: BenchStack) -> tuple[ChildProcess, int]:
-    port, ws_port = free_port(), free_port()
-    child = ChildProcess(
+    ws_port = free_port()
+    child = await stack.start_module(
         "solana-pubsub",
-        [
-            sys.executable,
-            "-m",
-            "sandbox.solana",
-            "--port",
-            str(port),
-            "--pubsub-port",
-            str(ws_port),
-            "--slot-interval",
-            str(SLOT_INTERVAL),
-            "--log-level",
-            "WARNING",
-        ],
-        {},
-        port,
-        _quiet,
-        any_http_answer=True,
+        "sandbox.solana",
+        "--pubsub-port",
+        str(ws_port),
+        "--slot-interval",
+        str(SLOT_INTERVAL),
+        "--log-level",
+        "WARNING",
     )
-    await child.start()
-    await child.wait_healthy(20)
-    stack.children.append(child)
     return child, ws_port
 
 

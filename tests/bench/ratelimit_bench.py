@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -30,7 +29,6 @@ from axiom_gateway.ratelimit import RateLimiter
 from axiom_gateway.ratelimit_settings import RateLimitRule
 from axiom_shared.redis import create_redis
 from deploy.local.processes import ChildProcess
-from sandbox.infra import free_port
 from tests.bench.harness import Figure, LoadResult, Report, closed_loop
 from tests.bench.stack import BenchStack
 
@@ -132,34 +130,16 @@ async def measure_decisions(redis_url: str) -> tuple[LoadResult, LoadResult]:
     return combined(ours_rounds), combined(theirs_rounds)
 
 
-def _quiet(_name: str, _line: str) -> None:
-    pass
-
-
 async def start_amadeus_double(stack: BenchStack) -> ChildProcess:
     """The Amadeus double as a process of its own, with its rate limit off."""
-    port = free_port()
-    child = ChildProcess(
+    return await stack.start_module(
         "amadeus",
-        [
-            sys.executable,
-            "-m",
-            "sandbox.amadeus",
-            "--port",
-            str(port),
-            "--no-rate-limit",
-            "--log-level",
-            "WARNING",
-        ],
-        {},
-        port,
-        _quiet,
-        any_http_answer=True,
+        "sandbox.amadeus",
+        "--no-rate-limit",
+        "--log-level",
+        "WARNING",
+        path="/admin/stats",
     )
-    await child.start()
-    stack.children.append(child)
-    await child.wait_healthy(20, path="/admin/stats")
-    return child
 
 
 async def measure_proxy_path(stack: BenchStack) -> tuple[LoadResult, LoadResult]:

@@ -10,17 +10,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deploy.local.processes import ChildProcess, service_process
+from deploy.local.processes import ChildProcess, quiet, service_process
 from sandbox.infra import NatsServer, RedisServer, free_port
 
 PAYMENT_LIMIT_LIFTED = '{"prefix": "/api/pay/", "methods": ["POST"], "limit": 1000000, "window": 1}'
 ACCOUNT_LIMIT_LIFTED = (
     '{"prefix": "/api/pay/req/", "methods": ["POST"], "limit": 1000000, "window": 1}'
 )
-
-
-def _quiet(_name: str, _line: str) -> None:
-    pass
 
 
 @dataclass
@@ -33,7 +29,7 @@ class BenchStack:
     children: list[ChildProcess] = field(default_factory=list)
 
     async def start_service(self, name: str, **env: str) -> ChildProcess:
-        child = service_process(name, {**self.env, **env}, port=free_port(), sink=_quiet)
+        child = service_process(name, {**self.env, **env}, port=free_port(), sink=quiet)
         await child.start()
         await child.wait_healthy(30)
         self.children.append(child)
@@ -52,20 +48,27 @@ class BenchStack:
         """Environment pointing the payments service at a DB of this benchmark's own."""
         return {"TURSO_DB_URL": f"file:{self.workdir / (name + '.db')}"}
 
-    async def start_hello(self) -> ChildProcess:
-        port = free_port()
+    async def start_module(
+        self, name: str, module: str, *args: str, port: int | None = None, path: str = "/"
+    ) -> ChildProcess:
+        """`python -m module --port <port> *args` as a baseline or sandbox of this run, ready
+        once `path` answers over HTTP."""
+        port = port or free_port()
         child = ChildProcess(
-            "hello",
-            [sys.executable, "-m", "tests.bench.hello", str(port)],
+            name,
+            [sys.executable, "-m", module, "--port", str(port), *args],
             {},
             port,
-            _quiet,
+            quiet,
             any_http_answer=True,
         )
         await child.start()
-        await child.wait_healthy(15, path="/")
         self.children.append(child)
+        await child.wait_healthy(20, path=path)
         return child
+
+    async def start_hello(self) -> ChildProcess:
+        return await self.start_module("hello", "tests.bench.hello")
 
 
 @contextlib.asynccontextmanager
@@ -92,7 +95,7 @@ async def bench_stack() -> AsyncIterator[BenchStack]:
             ],
             {},
             solana_port,
-            _quiet,
+            quiet,
             any_http_answer=True,
         )
         env = {

@@ -37,7 +37,7 @@ from axiom_gateway.app import create_app as create_gateway
 from axiom_gateway.ratelimit_settings import RateLimitRule
 from axiom_gateway.settings import GatewaySettings
 from axiom_shared.schemas import utcnow
-from deploy.local.processes import ChildProcess, service_process
+from deploy.local.processes import ChildProcess, quiet, service_process
 from sandbox.infra import NatsServer, RedisServer, free_port
 from tests.fixtures.amadeus import AmadeusSandbox
 from tests.fixtures.infra import RunningApp, start_app, wait_for
@@ -239,10 +239,6 @@ def changed(before: dict[str, float]) -> set[str]:
     return {name for name, value in decisions().items() if value != before[name]}
 
 
-def _quiet(_name: str, _line: str) -> None:
-    pass
-
-
 # --- (1) the shared limit across two gateway processes ---------------------------------------
 
 
@@ -265,7 +261,7 @@ async def test_two_gateway_processes_admit_exactly_ten_of_fifty_then_again_after
         "SHUTDOWN_TIMEOUT": "3",
     }
     children: list[ChildProcess] = [
-        service_process("gateway", env, port=free_port(), sink=_quiet) for _ in range(2)
+        service_process("gateway", env, port=free_port(), sink=quiet) for _ in range(2)
     ]
     loop = asyncio.get_running_loop()
     try:

@@ -31,7 +31,7 @@ from solders.signature import Signature
 
 from axiom_shared.db import Database, open_database
 from axiom_shared.redis import create_redis
-from deploy.local.processes import ChildProcess, service_process
+from deploy.local.processes import ChildProcess, quiet, service_process
 from sandbox.infra import NatsServer, RedisServer, free_port
 from tests.fixtures.solana import SandboxFactory, SolanaSandbox, airdrop, send_transfer
 
@@ -50,10 +50,6 @@ PAYMENT_RATE_LIMIT = {
 ACCOUNT_RATE_LIMIT = {
     "prefix": "/api/pay/req/", "methods": ["POST"], "limit": REQUESTS_PER_ACCOUNT, "window": 60
 }  # fmt: skip
-
-
-def _quiet(_name: str, _line: str) -> None:
-    pass
 
 
 @dataclass
@@ -207,7 +203,7 @@ async def attack_stack(
                 **overrides,
             }
             children = {
-                name: service_process(name, env, port=free_port(), sink=_quiet)
+                name: service_process(name, env, port=free_port(), sink=quiet)
                 for name in ("gateway", "payments", "verifier")
             }
             for child in children.values():
@@ -457,7 +453,7 @@ async def test_production_refuses_to_start_without_a_merchant_wallet(
     """Finding 7: without MERCHANT_WALLET the service took payments to a development address
     whose key comes from a public seed."""
     env = service_env(own_nats, redis_server, solana_sandbox, tmp_path)
-    child = service_process("payments", env, port=free_port(), sink=_quiet)
+    child = service_process("payments", env, port=free_port(), sink=quiet)
     await child.start()
     code = await asyncio.wait_for(child.wait(), 20)
     assert code == 2

@@ -16,7 +16,7 @@ from solders.keypair import Keypair
 from axiom_payments.settings import DEV_MERCHANT_WALLET
 from axiom_shared.db import open_database
 from axiom_shared.nats import connect_nats
-from deploy.local.processes import ChildProcess, service_process
+from deploy.local.processes import ChildProcess, quiet, service_process
 from sandbox.infra import NatsServer, RedisServer, free_port
 from tests.fixtures.solana import SolanaSandbox, airdrop, send_transfer
 
@@ -25,10 +25,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 PAYMENTS = 200
 PRICE = 100_000_000
 SECRET = "crash-test-helius-secret"
-
-
-def _quiet(_name: str, _line: str) -> None:
-    pass
 
 
 async def test_kills_mid_run_lose_and_repeat_nothing(
@@ -51,7 +47,7 @@ async def test_kills_mid_run_lose_and_repeat_nothing(
     ports = {name: free_port() for name in ("gateway", "payments", "verifier")}
 
     def spawn(name: str) -> ChildProcess:
-        return service_process(name, env, port=ports[name], sink=_quiet)
+        return service_process(name, env, port=ports[name], sink=quiet)
 
     children = {name: spawn(name) for name in ports}
     for child in children.values():

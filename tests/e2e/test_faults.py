@@ -31,7 +31,7 @@ from solders.signature import Signature
 
 from axiom_payments.settings import DEV_MERCHANT_WALLET
 from axiom_shared.db import open_database
-from deploy.local.processes import SERVICES, ChildProcess, service_process
+from deploy.local.processes import SERVICES, ChildProcess, quiet, service_process
 from sandbox.infra import NatsServer, RedisServer, free_port
 from tests.fixtures.solana import SolanaSandbox, airdrop, send_transfer
 
@@ -43,10 +43,6 @@ UNPAID = 20
 JUNK_RATE = 0.2
 PRICE = 100_000_000
 SECRET = "fault-suite-helius-secret"
-
-
-def _quiet(_name: str, _line: str) -> None:
-    pass
 
 
 @pytest.mark.timeout(600)
@@ -72,7 +68,7 @@ async def test_300_payments_survive_every_fault(
     env["NOTIFIER_URL"] = f"http://127.0.0.1:{ports['notifier']}"
 
     def spawn(name: str) -> ChildProcess:
-        return service_process(name, env, port=ports[name], sink=_quiet)
+        return service_process(name, env, port=ports[name], sink=quiet)
 
     children = {name: spawn(name) for name in SERVICES}
     statuses: Counter[int] = Counter()

@@ -15,7 +15,7 @@ from axiom_shared.errors import ApiError
 from axiom_shared.nats import connect_nats
 from axiom_shared.payments_client import PaymentsClient
 from axiom_shared.schemas import CreatePaymentInput
-from deploy.local.processes import ChildProcess, service_process
+from deploy.local.processes import ChildProcess, quiet, service_process
 from sandbox.infra import NatsServer, RedisServer, free_port
 from tests.fixtures.solana import SolanaSandbox
 
@@ -25,10 +25,6 @@ ORDER = "axiomid-pro-monthly"
 CONCURRENCY = 64
 #: Answered creations before the kill (group commits are running at full speed by then).
 KILL_AFTER = 300
-
-
-def _quiet(_name: str, _line: str) -> None:
-    pass
 
 
 async def test_sigkill_mid_group_commit_loses_and_half_applies_nothing(
@@ -48,7 +44,7 @@ async def test_sigkill_mid_group_commit_loses_and_half_applies_nothing(
     port = free_port()
 
     def spawn() -> ChildProcess:
-        return service_process("payments", env, port=port, sink=_quiet)
+        return service_process("payments", env, port=port, sink=quiet)
 
     payments = spawn()
     await payments.start()

@@ -12,14 +12,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from deploy.local.processes import SERVICES, ChildProcess, service_process
+from deploy.local.processes import SERVICES, ChildProcess, quiet, service_process
 from sandbox.infra import NatsServer, RedisServer, free_port
 
 pytestmark = pytest.mark.e2e
-
-
-def _quiet(_name: str, _line: str) -> None:
-    pass
 
 
 @pytest.fixture
@@ -33,9 +29,7 @@ async def stack(
         "BOOKINGS_DB_URL": f"file:{tmp_path / 'bookings.db'}",
         "SHUTDOWN_TIMEOUT": "8",
     }
-    children = {
-        name: service_process(name, env, port=free_port(), sink=_quiet) for name in SERVICES
-    }
+    children = {name: service_process(name, env, port=free_port(), sink=quiet) for name in SERVICES}
     for child in children.values():
         await child.start()
     try:

@@ -14,17 +14,13 @@ import aiohttp
 import pytest
 from solders.keypair import Keypair
 
-from deploy.local.processes import SERVICES, ChildProcess, service_process
+from deploy.local.processes import SERVICES, ChildProcess, quiet, service_process
 from sandbox.infra import NatsServer, RedisServer, free_port
 from sandbox.solana.wallet import pay_url
 from tests.fixtures.amadeus import AmadeusSandbox
 from tests.fixtures.solana import SolanaSandbox, airdrop
 
 pytestmark = pytest.mark.e2e
-
-
-def _quiet(_name: str, _line: str) -> None:
-    pass
 
 
 def records(child: ChildProcess) -> list[dict[str, Any]]:
@@ -68,9 +64,7 @@ async def test_one_id_follows_a_payment_and_no_secret_is_logged(
     }
     ports = {name: free_port() for name in SERVICES}
     env["NOTIFIER_URL"] = f"http://127.0.0.1:{ports['notifier']}"
-    children = {
-        name: service_process(name, env, port=ports[name], sink=_quiet) for name in SERVICES
-    }
+    children = {name: service_process(name, env, port=ports[name], sink=quiet) for name in SERVICES}
     for child in children.values():
         await child.start()
     try:

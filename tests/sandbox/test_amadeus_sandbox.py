@@ -16,7 +16,7 @@ from sandbox.amadeus import AmadeusSandboxConfig
 from sandbox.amadeus.offers import search_offers
 from sandbox.amadeus.search import parse_search_query
 from sandbox.amadeus.state import RateLimiter
-from tests.fixtures.amadeus import AmadeusSandbox, sandbox_test_config
+from tests.fixtures.amadeus import AmadeusSandbox, sandbox_test_config, traveler
 
 Factory = Callable[[AmadeusSandboxConfig], AbstractAsyncContextManager[AmadeusSandbox]]
 
@@ -64,19 +64,6 @@ def only_error(body: Any) -> dict[str, Any]:
     assert len(body["errors"]) == 1, body
     error: dict[str, Any] = body["errors"][0]
     return error
-
-
-def traveler(traveler_id: str) -> dict[str, Any]:
-    return {
-        "id": traveler_id,
-        "dateOfBirth": "1990-04-12",
-        "name": {"firstName": "AMINA", "lastName": "HASSAN"},
-        "gender": "FEMALE",
-        "contact": {
-            "emailAddress": "amina@example.com",
-            "phones": [{"deviceType": "MOBILE", "countryCallingCode": "33", "number": "612345678"}],
-        },
-    }
 
 
 # ---- unit: pure parts, no server ----

@@ -22,7 +22,7 @@ from sandbox.amadeus import AmadeusSandboxConfig
 from sandbox.amadeus.app import state_key
 from sandbox.amadeus.offers import search_offers
 from sandbox.amadeus.search import parse_search_query
-from tests.fixtures.amadeus import AmadeusSandbox, sandbox_test_config
+from tests.fixtures.amadeus import AmadeusSandbox, sandbox_test_config, traveler
 
 pytestmark = pytest.mark.connected
 
@@ -43,19 +43,6 @@ def route(sandbox: AmadeusSandbox, **params: str) -> dict[str, str]:
         "departureDate": depart(sandbox),
         "adults": "1",
         **params,
-    }
-
-
-def traveler(traveler_id: str) -> dict[str, Any]:
-    return {
-        "id": traveler_id,
-        "dateOfBirth": "1990-04-12",
-        "name": {"firstName": "AMINA", "lastName": "HASSAN"},
-        "gender": "FEMALE",
-        "contact": {
-            "emailAddress": "amina@example.com",
-            "phones": [{"deviceType": "MOBILE", "countryCallingCode": "33", "number": "612345678"}],
-        },
     }
 
 

@@ -48,39 +48,27 @@ def provisioned_event(event: PaymentProvisioned) -> OutgoingEvent:
     )
 
 
-async def deliver(js: JetStreamContext, outgoing: OutgoingEvent) -> None:
+async def deliver(
+    js: JetStreamContext, outgoing: OutgoingEvent, status_kv: KeyValue | None = None
+) -> None:
     """Publish durably (a retry of the same msg id is dropped by JetStream); for a status
-    change, also record it as the payment's latest status."""
+    change, also record it as the payment's latest status (in `status_kv`, the status bucket,
+    looked up when not given: a caller delivering many keeps its handle)."""
     if not isinstance(outgoing.event, PaymentStatusChanged):
         await publish_event(js, outgoing.subject, outgoing.event, msg_id=outgoing.msg_id)
         return
+    kv = status_kv or await js.key_value(PAYMENT_STATUS_BUCKET)
     # Side by side, not one after the other: both must succeed before the outbox row goes
     # (a retry publishes again under the same msg id, which JetStream drops).
     await asyncio.gather(
         publish_event(js, outgoing.subject, outgoing.event, msg_id=outgoing.msg_id),
-        record_latest_status(js, outgoing.event),
+        record_latest_status(kv, outgoing.event),
     )
 
 
-#: The status bucket's handle per JetStream context: looking it up costs a round trip.
-_BUCKETS: dict[int, tuple[JetStreamContext, KeyValue]] = {}
-
-
-async def _status_bucket(js: JetStreamContext) -> KeyValue:
-    known = _BUCKETS.get(id(js))
-    if known is not None and known[0] is js:
-        return known[1]
-    kv = await js.key_value(PAYMENT_STATUS_BUCKET)
-    if len(_BUCKETS) >= 32:  # contexts of connections long closed (tests build many)
-        _BUCKETS.clear()
-    _BUCKETS[id(js)] = (js, kv)
-    return kv
-
-
-async def record_latest_status(js: JetStreamContext, event: PaymentStatusChanged) -> None:
+async def record_latest_status(kv: KeyValue, event: PaymentStatusChanged) -> None:
     """Keep the newest version only: a late, older write never replaces a newer one."""
     payment = event.payment
-    kv = await _status_bucket(js)
     for _ in range(5):
         try:
             current = await kv.get(payment.payment_id)

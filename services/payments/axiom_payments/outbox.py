@@ -14,6 +14,7 @@ import contextlib
 import json
 
 from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
 
 from axiom_payments import ledger
 from axiom_payments.events import OutgoingEvent, deliver
@@ -21,6 +22,7 @@ from axiom_shared.db import Database
 from axiom_shared.logging import bind_correlation_id, get_logger
 from axiom_shared.schemas import PaymentProvisioned, PaymentStatusChanged
 from axiom_shared.schemas.base import Message
+from axiom_shared.topology import PAYMENT_STATUS_BUCKET
 
 log = get_logger(__name__)
 
@@ -38,6 +40,8 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        #: The payment-status bucket, looked up once (each lookup is a round trip).
+        self._status_kv: KeyValue | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="outbox-relay")
@@ -86,7 +90,10 @@ class OutboxRelay:
         event = _TYPES[json.loads(raw)["schema"]].from_bytes(raw)
         cid = row["correlation_id"]
         bind_correlation_id(cid if isinstance(cid, str) else None)
-        await deliver(self._js, OutgoingEvent(str(row["subject"]), str(row["msg_id"]), event))
+        if self._status_kv is None:
+            self._status_kv = await self._js.key_value(PAYMENT_STATUS_BUCKET)
+        outgoing = OutgoingEvent(str(row["subject"]), str(row["msg_id"]), event)
+        await deliver(self._js, outgoing, self._status_kv)
 
     async def _run(self) -> None:
         while not self._stopping.is_set():
