@@ -202,3 +202,39 @@ def test_the_violation_finder_finds_one() -> None:
     attempts = [Attempt(0.0, 0.01, True), Attempt(0.02, 0.03, True), Attempt(0.5, 0.51, True)]
     assert violations(attempts, limit=1, window=0.1)
     assert not violations(attempts, limit=2, window=0.1)
+
+
+@pytest.mark.connected
+@pytest.mark.timeout(60)
+def test_decisions_of_one_turn_share_one_call_and_stay_exact(
+    redis_server: RedisServer, loop: asyncio.AbstractEventLoop
+) -> None:
+    """600 decisions asked for at once, for three clients (limit 7 each) and one other rule:
+    they go to Redis in a few coalesced calls, and each client still gets exactly its limit,
+    in order (remaining counts down 6..0), whatever call its requests landed in."""
+    client = create_redis(redis_server.url, timeout=2.0)
+    shared = RedisSlidingWindow(f"prop:coalesce:{uuid.uuid4().hex}")
+    rule = RateLimitRule(prefix="/api/proxy/", limit=7, window=30.0)
+    other = RateLimitRule(prefix="/api/pay/", limit=3, window=30.0)
+
+    async def burst() -> list[tuple[str, str, bool, int]]:
+        asks = [(rule, f"ip:198.51.100.{n % 3}") for n in range(500)]
+        asks += [(other, f"ip:198.51.100.{n % 3}") for n in range(100)]
+        decisions = await asyncio.gather(*(shared.hit(client, r, who) for r, who in asks))
+        return [
+            (r.prefix, who, d.allowed, d.remaining)
+            for (r, who), d in zip(asks, decisions, strict=True)
+        ]
+
+    try:
+        answers = loop.run_until_complete(burst())
+    finally:
+        loop.run_until_complete(client.aclose())
+    assert shared.decisions == 600
+    assert shared.calls <= 4  # 600 / MAX_COALESCED, rounded up, not 600 round trips
+    for prefix, limit in (("/api/proxy/", 7), ("/api/pay/", 3)):
+        for n in range(3):
+            mine = [a for a in answers if a[0] == prefix and a[1] == f"ip:198.51.100.{n}"]
+            admitted = [a[3] for a in mine if a[2]]
+            assert admitted == list(range(limit - 1, -1, -1))
+            assert all(a[3] == 0 for a in mine if not a[2])

@@ -53,12 +53,32 @@ admin_request_key = web.RequestKey("admin_request", bool)
 FALLBACK_LOG_INTERVAL = 30.0
 
 
+#: At most this many decisions go to Redis in one script call (one atomic Lua run).
+MAX_COALESCED = 256
+
+
+@dataclass
+class _Pending:
+    key: str
+    limit: int
+    window_us: int
+    future: asyncio.Future[Decision]
+
+
 class RedisSlidingWindow:
-    """The shared window: one EVALSHA per decision (the script is loaded again on NOSCRIPT)."""
+    """The shared window. Decisions asked for in the same event-loop turn are coalesced into
+    one EVALSHA (see `ratelimit_lua`): one round trip and one Lua run for many requests, each
+    still decided exactly and in order. The script is loaded again on NOSCRIPT."""
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
         self._script: AsyncScript | None = None
+        #: Per Redis client: the decisions waiting for this turn's call.
+        self._pending: dict[int, tuple[Redis, list[_Pending]]] = {}
+        self._sending: set[asyncio.Task[None]] = set()
+        #: Script calls made and decisions they carried (for tests and the operator).
+        self.calls = 0
+        self.decisions = 0
 
     def key(self, rule: RateLimitRule, identity: str) -> str:
         # Hashed: bounded key length, and no caller-chosen text (user ids) in Redis key names.
@@ -66,20 +86,57 @@ class RedisSlidingWindow:
         return f"{self.prefix}:{rule.prefix}:{digest}"
 
     async def hit(self, client: Redis, rule: RateLimitRule, identity: str) -> Decision:
-        if self._script is None:
-            self._script = client.register_script(SLIDING_WINDOW_LUA)
-        window_us = max(round(rule.window * 1_000_000), 1)
-        result = await self._script(
-            keys=[self.key(rule, identity)],
-            args=[rule.limit, window_us, secrets.token_hex(8)],
-            client=client,
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Decision] = loop.create_future()
+        pending = _Pending(
+            self.key(rule, identity), rule.limit, max(round(rule.window * 1_000_000), 1), future
         )
-        allowed, remaining, reset_us = (int(value) for value in result)
-        return Decision(
-            allowed=allowed == 1,
-            remaining=max(remaining, 0),
-            reset_ms=max(math.ceil(reset_us / 1000), 0),
-        )
+        queued = self._pending.get(id(client))
+        if queued is None:
+            self._pending[id(client)] = (client, [pending])
+            # After the callbacks already due in this turn: every decision they ask for joins.
+            loop.call_soon(self._flush, id(client))
+        else:
+            queued[1].append(pending)
+        return await future
+
+    def _flush(self, client_id: int) -> None:
+        client, batch = self._pending.pop(client_id)
+        for start in range(0, len(batch), MAX_COALESCED):
+            task = asyncio.create_task(self._send(client, batch[start : start + MAX_COALESCED]))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+
+    async def _send(self, client: Redis, batch: list[_Pending]) -> None:
+        # A caller that gave up (its timeout) is still sent: its request was already let
+        # through the fallback or refused; counting it is the safe side.
+        args: list[int | str] = []
+        for item in batch:
+            args += (item.limit, item.window_us, secrets.token_hex(8))
+        try:
+            if self._script is None:
+                self._script = client.register_script(SLIDING_WINDOW_LUA)
+            result = await self._script(keys=[i.key for i in batch], args=args, client=client)
+            values = [int(value) for value in result]
+            if len(values) != 3 * len(batch):
+                raise ValueError(f"the limiter script answered {len(values)} values")
+        except Exception as exc:  # every waiter decides without Redis
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(exc)
+            return
+        self.calls += 1
+        self.decisions += len(batch)
+        for n, item in enumerate(batch):
+            allowed, remaining, reset_us = values[3 * n : 3 * n + 3]
+            if not item.future.done():
+                item.future.set_result(
+                    Decision(
+                        allowed=allowed == 1,
+                        remaining=max(remaining, 0),
+                        reset_ms=max(math.ceil(reset_us / 1000), 0),
+                    )
+                )
 
 
 @dataclass(frozen=True)
