@@ -4,6 +4,7 @@ and strict JSON body parsing (content type, size, unknown fields) into pydantic 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -208,9 +209,13 @@ def _route_name(request: web.Request) -> str:
 Address = IPv4Address | IPv6Address
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_address(text: str) -> Address | None:
     """An IP address from a peer name or a forwarded-for hop (`1.2.3.4:80`, `[::1]:443`,
-    `"[2001:db8::1]"`); None for anything else (`unknown`, obfuscated names, garbage)."""
+    `"[2001:db8::1]"`); None for anything else (`unknown`, obfuscated names, garbage).
+
+    Cached (bounded): the same few peers ask again and again, and `ipaddress` parsing was
+    about 5% of the gateway's time per request."""
     value = text.strip().strip('"').strip()
     if value.startswith("["):
         end = value.find("]")

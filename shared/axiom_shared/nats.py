@@ -124,11 +124,27 @@ async def publish_event(
     timeout: float = 5.0,
 ) -> PubAck:
     """Publish durably; returns once JetStream has stored it (raises otherwise)."""
+    return await publish_encoded(
+        js, subject, event.schema_, event.to_bytes(), msg_id=msg_id, timeout=timeout
+    )
+
+
+async def publish_encoded(
+    js: JetStreamContext,
+    subject: str,
+    schema: str,
+    payload: bytes,
+    *,
+    msg_id: str | None = None,
+    timeout: float = 5.0,
+) -> PubAck:
+    """`publish_event` for an event already serialised (`Message.to_bytes`), e.g. read back
+    from the outbox: the same headers, no second serialisation."""
     headers = correlation_headers()
-    headers["Nats-Schema"] = event.schema_
+    headers["Nats-Schema"] = schema
     if msg_id:
         headers[MSG_ID_HEADER] = msg_id
-    ack: PubAck = await js.publish(subject, event.to_bytes(), timeout=timeout, headers=headers)
+    ack: PubAck = await js.publish(subject, payload, timeout=timeout, headers=headers)
     return ack
 
 

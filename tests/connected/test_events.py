@@ -12,11 +12,11 @@ from nats.aio.client import Client as NATS
 from axiom_notifier.app import create_app as create_notifier
 from axiom_notifier.app import hub_key
 from axiom_notifier.settings import NotifierSettings
-from axiom_payments.events import deliver
+from axiom_payments.events import KnownRevisions, deliver
 from axiom_payments.events import status_event as outgoing_status
 from axiom_shared.metrics import DEAD_LETTERS
 from axiom_shared.schemas import ChangeSource, PaymentStatus, PaymentStatusChanged, PaymentView
-from axiom_shared.topology import NOTIFIER_STATUS_FEED, PAYMENT_STATUS_BUCKET
+from axiom_shared.topology import NOTIFIER_STATUS_FEED, PAYMENT_STATUS_BUCKET, ensure_topology
 from sandbox.infra import NatsServer
 from tests.fixtures.infra import start_app, wait_for
 
@@ -136,3 +136,48 @@ async def _next(queue: object) -> PaymentStatusChanged:
     item = await asyncio.wait_for(queue.get(), 5)
     assert isinstance(item, PaymentStatusChanged)
     return item
+
+
+async def test_two_writers_of_the_latest_status_never_go_back(
+    nats_client: NATS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two payments replicas, each with its own remembered revisions, deliver one payment's
+    changes out of order. The bucket always ends at the newest version; a stale memory costs
+    a refused write and a read, never an older status; a fresh one saves the read."""
+    js = nats_client.jetstream()
+    await ensure_topology(nats_client, js)
+    kv = await js.key_value(PAYMENT_STATUS_BUCKET)
+    reads = 0
+    real_get = kv.get
+
+    async def counted_get(key: str, *args: object, **kwargs: object) -> object:
+        nonlocal reads
+        reads += 1
+        return await real_get(key)
+
+    monkeypatch.setattr(kv, "get", counted_get)  # counts the reads; still the real bucket
+    a, b = KnownRevisions(), KnownRevisions()
+    payment_id = f"pay_{uuid.uuid4().hex}"
+
+    async def latest() -> int:
+        entry = await real_get(payment_id)
+        return PaymentStatusChanged.from_bytes(entry.value or b"").payment.version
+
+    def change(version: int) -> PaymentStatusChanged:
+        status = PaymentStatus.PENDING if version == 1 else PaymentStatus.VERIFIED
+        return status_event(payment_id, status, version)
+
+    await deliver(js, outgoing_status(change(1)), kv, a)  # first version: created, no read
+    assert (await latest(), reads) == (1, 0)
+    await deliver(js, outgoing_status(change(2)), kv, b)  # b knows nothing: reads, then writes
+    assert (await latest(), reads) == (2, 1)
+    await deliver(js, outgoing_status(change(3)), kv, a)  # a's memory is stale: refused, reads
+    assert (await latest(), reads) == (3, 2)
+    await deliver(js, outgoing_status(change(2)), kv, b)  # late and older: b knows, no write
+    assert (await latest(), reads) == (3, 2)
+    await deliver(js, outgoing_status(change(4)), kv, a)  # a's memory is right: no read
+    assert (await latest(), reads) == (4, 2)
+    await deliver(js, outgoing_status(change(3)), kv, KnownRevisions())  # late, unknown: read
+    assert (await latest(), reads) == (4, 3)
+    await deliver(js, outgoing_status(change(1)), kv, KnownRevisions())  # a replayed first one
+    assert await latest() == 4

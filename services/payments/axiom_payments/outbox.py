@@ -17,7 +17,7 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from axiom_payments import ledger
-from axiom_payments.events import OutgoingEvent, deliver
+from axiom_payments.events import KnownRevisions, OutgoingEvent, deliver
 from axiom_shared.db import Database
 from axiom_shared.logging import bind_correlation_id, get_logger
 from axiom_shared.schemas import PaymentProvisioned, PaymentStatusChanged
@@ -42,6 +42,7 @@ class OutboxRelay:
         self._task: asyncio.Task[None] | None = None
         #: The payment-status bucket, looked up once (each lookup is a round trip).
         self._status_kv: KeyValue | None = None
+        self._known = KnownRevisions()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="outbox-relay")
@@ -92,8 +93,8 @@ class OutboxRelay:
         bind_correlation_id(cid if isinstance(cid, str) else None)
         if self._status_kv is None:
             self._status_kv = await self._js.key_value(PAYMENT_STATUS_BUCKET)
-        outgoing = OutgoingEvent(str(row["subject"]), str(row["msg_id"]), event)
-        await deliver(self._js, outgoing, self._status_kv)
+        outgoing = OutgoingEvent(str(row["subject"]), str(row["msg_id"]), event, raw)
+        await deliver(self._js, outgoing, self._status_kv, self._known)
 
     async def _run(self) -> None:
         while not self._stopping.is_set():
