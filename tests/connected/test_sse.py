@@ -16,7 +16,7 @@ from nats.micro.service import Service
 
 from axiom_gateway.status_routes import transfer_url_pays
 from axiom_shared.errors import not_found
-from axiom_shared.metrics import SSE_STREAMS_OPEN
+from axiom_shared.metrics import NATS_REQUESTS, SSE_STREAMS_OPEN
 from axiom_shared.nats import Endpoint, serve
 from axiom_shared.schemas import GetPaymentInput, GetPaymentResult, PaymentStatus, PaymentView
 from axiom_shared.solana_pay import SolanaPayUrlError, parse_transfer_url
@@ -505,3 +505,67 @@ async def test_checkout_page_is_served_with_a_strict_csp(gateway_factory: Gatewa
             spec = await r.json()
         sse = spec["paths"]["/api/sse/payment-status/{payment_id}"]["get"]
         assert "text/event-stream" in sse["responses"]["200"]["content"]
+
+
+async def test_check_status_reads_no_database_and_is_never_older_than_the_stream(
+    payments_stack_factory: StackFactory,
+    notifier_factory: NotifierFactory,
+    gateway_factory: GatewayFactory,
+) -> None:
+    """The real payments service changes 12 payments (pending, then expired by its scheduler).
+    The moment a stream shows a change, check-status shows that version or a newer one; and
+    once a payment's status is in the status bucket, polling never asks the payments service
+    (no database read on the path a polling checkout page takes every second)."""
+    await payments_stack_factory(payment_ttl_seconds=1, reconcile_interval_seconds=0.2)
+    _, gateway = await notifier_and_gateway(notifier_factory, gateway_factory)
+    status_url = gateway.base_url + "/api/pay/check-status/"
+
+    def asked() -> float:
+        value: float = NATS_REQUESTS.labels(subject=PAYMENTS_GET, outcome="ok")._value.get()
+        return value
+
+    async with aiohttp.ClientSession() as http:
+
+        async def follow() -> list[tuple[int, int]]:
+            async with http.post(
+                gateway.base_url + "/api/pay/req/axiomid-pro-monthly", json={}
+            ) as r:
+                assert r.status == 200, await r.text()
+                payment_id = (await r.json())["payment_id"]
+            stream = await open_stream(gateway.base_url, payment_id)
+            seen: list[tuple[int, int]] = []
+            try:
+                while True:
+                    event = await stream.next_event(timeout=15)
+                    assert event is not None
+                    async with http.get(status_url + payment_id) as r:
+                        assert r.status == 200
+                        polled = await r.json()
+                    seen.append((int(event.json()["version"]), int(polled["version"])))
+                    if event.json()["status"] == "expired":
+                        return seen
+            finally:
+                await stream.close()
+
+        pairs = await asyncio.gather(*(follow() for _ in range(12)))
+        for seen in pairs:
+            assert [event for event, _ in seen] == [1, 2]
+            assert all(polled >= event for event, polled in seen), seen
+
+        # Every payment is now in the bucket: 200 polls, no request to the payments service.
+        async with http.post(gateway.base_url + "/api/pay/req/axiomid-pro-monthly", json={}) as r:
+            payment_id = (await r.json())["payment_id"]
+        stream = await open_stream(gateway.base_url, payment_id)
+        try:
+            assert await stream.next_event() is not None  # the first status reached the bucket
+        finally:
+            await stream.close()
+        before = asked()
+        for _ in range(200):
+            async with http.get(status_url + payment_id) as r:
+                assert r.status == 200
+                assert (await r.json())["payment_id"] == payment_id
+        assert asked() == before
+        # An unknown payment still is a 404, from the payments service.
+        async with http.get(status_url + "pay_" + "A" * 24) as r:
+            assert r.status == 404

@@ -23,6 +23,7 @@ from axiom_gateway.settings import GatewaySettings, settings_key
 from axiom_gateway.status_routes import install_status
 from axiom_shared.http import json_response
 from axiom_shared.openapi import build_openapi
+from axiom_shared.payments_client import install_latest_status
 from axiom_shared.routes import Route, add_routes, route_table
 from axiom_shared.service import create_service_app, redis_context, run_service
 
@@ -59,6 +60,7 @@ ROUTES = (
 def create_app(settings: GatewaySettings) -> web.Application:
     app = create_service_app(settings, settings_key)
     app.cleanup_ctx.append(redis_context(settings.redis_url, settings.redis_timeout))
+    install_latest_status(app)
     install_status(app, settings)
     add_routes(app, ROUTES)
     install_feature_flags(app, settings)

@@ -24,7 +24,7 @@ from axiom_shared.errors import ApiError, ErrorDetail, not_found, unavailable
 from axiom_shared.http import json_response, read_json
 from axiom_shared.nats import publish_event
 from axiom_shared.openapi import BODY_ERRORS, errors, header_param, path_param
-from axiom_shared.payments_client import payments_of
+from axiom_shared.payments_client import latest_status_key, payments_of
 from axiom_shared.routes import RateLimitClass, Route
 from axiom_shared.schemas import (
     CatalogItem,
@@ -111,8 +111,12 @@ async def get_status(req: web.Request) -> web.Response:
     payment_id = req.match_info["payment_id"]
     if not is_payment_id(payment_id):
         raise not_found("payment")
-    result = await payments_of(req.app).get(payment_id)
-    return json_response(result.payment, headers={"Cache-Control": "no-store"})
+    # The status bucket's copy, never older than a status event already sent (no database
+    # read on the hottest path: checkout pages that cannot use SSE poll this every second).
+    _view, body = await req.app[latest_status_key].encoded(payment_id)
+    return web.Response(
+        body=body, content_type="application/json", headers={"Cache-Control": "no-store"}
+    )
 
 
 async def post_verify(req: web.Request) -> web.Response:

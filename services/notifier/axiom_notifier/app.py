@@ -12,9 +12,10 @@ from nats.aio.msg import Msg
 from axiom_notifier import streams
 from axiom_notifier.hub import StatusHub
 from axiom_notifier.settings import NotifierSettings, settings_key
-from axiom_notifier.streams import hub_key, install_streams, status_kv_key
+from axiom_notifier.streams import hub_key, install_streams
 from axiom_shared.logging import get_logger
 from axiom_shared.nats import JetStreamConsumer
+from axiom_shared.payments_client import install_latest_status
 from axiom_shared.routes import add_routes
 from axiom_shared.schemas import PaymentStatusChanged
 from axiom_shared.service import (
@@ -24,7 +25,7 @@ from axiom_shared.service import (
     lifecycle,
     run_service,
 )
-from axiom_shared.topology import NOTIFIER_STATUS_FEED, PAYMENT_STATUS_BUCKET
+from axiom_shared.topology import NOTIFIER_STATUS_FEED
 
 __all__ = ["create_app", "hub_key", "main"]
 
@@ -34,6 +35,7 @@ log = get_logger(__name__)
 def create_app(settings: NotifierSettings) -> web.Application:
     app = create_service_app(settings, settings_key)
     app[hub_key] = StatusHub()
+    install_latest_status(app)
     install_streams(app, settings)
     add_routes(app, streams.ROUTES)
 
@@ -41,7 +43,6 @@ def create_app(settings: NotifierSettings) -> web.Application:
         bus = app[bus_key]
         hub = app[hub_key]
         stack.callback(hub.close_all)
-        app[status_kv_key] = await bus.js.key_value(PAYMENT_STATUS_BUCKET)
 
         async def on_status(event: PaymentStatusChanged, _msg: Msg) -> None:
             watchers = hub.publish(event)

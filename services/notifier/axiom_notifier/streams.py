@@ -23,8 +23,6 @@ from ipaddress import IPv4Network, IPv6Network
 
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse
-from nats.js.errors import KeyNotFoundError
-from nats.js.kv import KeyValue
 
 from axiom_notifier.hub import StatusHub
 from axiom_notifier.settings import NotifierSettings, settings_key
@@ -32,7 +30,7 @@ from axiom_shared.errors import ApiError, not_found, unavailable
 from axiom_shared.http import peer_address
 from axiom_shared.logging import get_logger
 from axiom_shared.metrics import SSE_STREAMS_OPEN
-from axiom_shared.payments_client import payments_of
+from axiom_shared.payments_client import latest_status_key
 from axiom_shared.routes import Route
 from axiom_shared.schemas import FINAL_STATUSES, PaymentStatusChanged, PaymentView
 from axiom_shared.service import stopping_key
@@ -83,7 +81,6 @@ class StreamLimits:
 
 hub_key = web.AppKey("hub", StatusHub)
 limits_key = web.AppKey("stream_limits", StreamLimits)
-status_kv_key = web.AppKey("status_kv", KeyValue)
 
 
 def client_of(request_: web.Request, trusted: Sequence[Network]) -> str:
@@ -97,17 +94,6 @@ def client_of(request_: web.Request, trusted: Sequence[Network]) -> str:
         if named:
             return named[:_MAX_CLIENT]
     return f"ip:{peer}"
-
-
-async def current_status(app: web.Application, payment_id: str) -> PaymentView:
-    """The latest status: the KV's copy, else the payments service's (404 when unknown)."""
-    try:
-        entry = await app[status_kv_key].get(payment_id)
-    except KeyNotFoundError:
-        entry = None
-    if entry is not None and entry.value:
-        return PaymentStatusChanged.from_bytes(entry.value).payment
-    return (await payments_of(app).get(payment_id)).payment
 
 
 async def payment_status_stream(req: web.Request) -> web.StreamResponse:
@@ -132,7 +118,7 @@ async def payment_status_stream(req: web.Request) -> web.StreamResponse:
         # Watch first, then read: a change landing in between is in the queue.
         queue = hub.watch(payment_id)
         try:
-            current = await current_status(app, payment_id)
+            current = await app[latest_status_key].view(payment_id)
             if app[stopping_key].is_set():
                 raise unavailable("this replica is shutting down, reconnect")
             had = parse_last_event_id(req.headers.get(LAST_EVENT_ID_HEADER))

@@ -7,7 +7,6 @@ is announced exactly once even when the service dies between the write and the p
 
 from __future__ import annotations
 
-import asyncio
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -66,17 +65,16 @@ async def deliver(
     looked up when not given: a caller delivering many keeps its handle, and its `known`
     revisions, which save the read before each write)."""
     payload = outgoing.payload
-    publish = publish_encoded(
+    if isinstance(outgoing.event, PaymentStatusChanged):
+        kv = status_kv or await js.key_value(PAYMENT_STATUS_BUCKET)
+        # The bucket first, then the event: whoever has seen the event and then reads the bucket
+        # (check-status, a stream opened late) finds this version or a newer one, never an
+        # older one. Both must succeed before the outbox row goes (a retry writes the bucket
+        # again, which keeps the newer version, and publishes under the same msg id, which
+        # JetStream drops).
+        await record_latest_status(kv, outgoing.event, payload, known or KnownRevisions(0))
+    await publish_encoded(
         js, outgoing.subject, outgoing.event.schema_, payload, msg_id=outgoing.msg_id
-    )
-    if not isinstance(outgoing.event, PaymentStatusChanged):
-        await publish
-        return
-    kv = status_kv or await js.key_value(PAYMENT_STATUS_BUCKET)
-    # Side by side, not one after the other: both must succeed before the outbox row goes
-    # (a retry publishes again under the same msg id, which JetStream drops).
-    await asyncio.gather(
-        publish, record_latest_status(kv, outgoing.event, payload, known or KnownRevisions(0))
     )
 
 
