@@ -139,6 +139,10 @@ async def read_body(request: web.Request, max_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
+#: The status recorded for a request whose client left before it was answered.
+CLIENT_CLOSED = 499
+
+
 def http_middlewares(service: str) -> list[Callable[..., Awaitable[web.StreamResponse]]]:
     @web.middleware
     async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -152,6 +156,11 @@ def http_middlewares(service: str) -> list[Callable[..., Awaitable[web.StreamRes
             if not response.prepared:
                 response.headers[CORRELATION_HEADER] = cid
             return response
+        except asyncio.CancelledError:
+            # The client went away (or the server is stopping) before the answer was done:
+            # counted as nginx's 499, not as a failure of ours.
+            status = CLIENT_CLOSED
+            raise
         finally:
             elapsed = time.perf_counter() - started
             HTTP_REQUEST_SECONDS.labels(

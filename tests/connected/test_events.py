@@ -3,6 +3,7 @@ dead-letter subject and the consumer keeps going."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -11,6 +12,7 @@ from nats.aio.client import Client as NATS
 
 from axiom_notifier.app import create_app as create_notifier
 from axiom_notifier.app import hub_key
+from axiom_notifier.hub import Watcher
 from axiom_notifier.settings import NotifierSettings
 from axiom_payments.events import KnownRevisions, deliver
 from axiom_payments.events import status_event as outgoing_status
@@ -129,12 +131,9 @@ async def _consumer_exists(js: object, settings: NotifierSettings) -> bool:
     return True
 
 
-async def _next(queue: object) -> PaymentStatusChanged:
-    import asyncio
-
-    assert isinstance(queue, asyncio.Queue)
-    item = await asyncio.wait_for(queue.get(), 5)
-    assert isinstance(item, PaymentStatusChanged)
+async def _next(watcher: Watcher) -> PaymentStatusChanged:
+    item = await asyncio.wait_for(watcher.next(), 5)
+    assert item is not None, "the watcher was closed"
     return item
 
 

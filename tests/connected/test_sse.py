@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -21,7 +22,7 @@ from axiom_shared.nats import Endpoint, serve
 from axiom_shared.schemas import GetPaymentInput, GetPaymentResult, PaymentStatus, PaymentView
 from axiom_shared.solana_pay import SolanaPayUrlError, parse_transfer_url
 from axiom_shared.topology import PAYMENTS_GET
-from tests.fixtures.infra import RunningApp
+from tests.fixtures.infra import RunningApp, wait_for
 from tests.fixtures.notifier import (
     GatewayFactory,
     NotifierFactory,
@@ -230,6 +231,54 @@ async def test_heartbeat_comment_keeps_an_idle_stream_alive(
         assert time.monotonic() - started < 1.5
     finally:
         await stream.close()
+
+
+async def test_clients_that_leave_or_stop_reading_free_their_streams(
+    notifier_factory: NotifierFactory, timeline: PaymentTimeline
+) -> None:
+    """A client that vanishes, and one that stops reading while changes keep coming, are
+    found by the shared heartbeat clock: their streams end and their slots are free again,
+    while a well-behaved stream beside them keeps receiving."""
+    notifier = await notifier_factory(
+        sse_heartbeat_interval=0.25, sse_max_streams_per_client=3, sse_send_timeout=1.0
+    )
+    await timeline.change(PENDING)
+    port = int(notifier.base_url.rsplit(":", 1)[1])
+    path = f"/api/sse/payment-status/{timeline.payment_id}"
+    request = f"GET {path} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n".encode()
+    before = await streams_open()
+    good = await open_stream(notifier.base_url, timeline.payment_id)
+    assert await good.next_event() is not None
+    vanished_reader, vanished = await asyncio.open_connection("127.0.0.1", port)
+    vanished.write(request)
+    assert b"200" in await vanished_reader.readline()
+    stalled_reader, stalled = await asyncio.open_connection("127.0.0.1", port)
+    stalled.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.write(request)
+    assert b"200" in await stalled_reader.readline()
+    try:
+        assert await streams_open() == before + 3
+        vanished.transport.abort()  # gone without a word
+        # The stalled one never reads again, while 300 changes of ~20 KB each are sent.
+        for _ in range(300):
+            await timeline.change(PENDING, failure_reason="x" * 20_000)
+            await good.next_event()
+
+        async def freed() -> bool:
+            return await streams_open() == before + 1
+
+        await wait_for(freed, timeout=15, interval=0.1)
+        # Its slots are free: two more streams of the same client are admitted.
+        more = [await open_stream(notifier.base_url, timeline.payment_id) for _ in range(2)]
+        for stream in more:
+            assert (await stream.next_event()) is not None
+            await stream.close()
+        # The well-behaved stream still gets each change.
+        changed = await timeline.change(VERIFIED)
+        assert_event(await good.next_event(), changed)
+    finally:
+        stalled.transport.abort()
+        await good.close()
 
 
 async def test_streams_are_limited_per_client_and_in_total(
