@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tests.bench import (
     endtoend_bench,
+    latency_bench,
     payments_bench,
     pubsub_bench,
     ratelimit_bench,
@@ -26,6 +27,7 @@ BENCHMARKS = {
     "payments": payments_bench,
     "verification": verification_bench,
     "endtoend": endtoend_bench,
+    "latency": latency_bench,
     "sse": sse_bench,
     "ratelimit": ratelimit_bench,
     "pubsub": pubsub_bench,

@@ -439,13 +439,25 @@ def _insert_payment(new: PaymentRow) -> Statement:
     )
 
 
-def _update_payment(old: PaymentRow, new: PaymentRow) -> Statement:
+_UPDATE = (
+    "UPDATE payments SET status = ?, version = ?, updated_at = ?, received_lamports = ?,"
+    " refund_due_lamports = ?, tx_signature = ?, failure_reason = ?, finalized_at = ?,"
+    " last_check = ? WHERE id = ? AND status = ? AND version = ?"
+)
+_UPDATE_CHAINED = (
+    "UPDATE payments SET status = ?, version = ?, updated_at = ?, received_lamports = ?,"
+    " refund_due_lamports = ?, tx_signature = ?, failure_reason = ?, finalized_at = ?,"
+    " last_check = ? WHERE id = ? AND status = ? AND version = ? AND changes() = 1"
+)
+
+
+def _update_payment(old: PaymentRow, new: PaymentRow, chained: bool = False) -> Statement:
     # The money rule of every change: it applies only to the row as it was read. A racing
     # writer that got there first leaves this UPDATE with 0 rows, and the caller re-reads.
+    # `chained`: the second change of one batch, which runs only if the first one did (the
+    # statement before it, the first change's guarded audit insert, wrote a row).
     return (
-        "UPDATE payments SET status = ?, version = ?, updated_at = ?, received_lamports = ?,"
-        " refund_due_lamports = ?, tx_signature = ?, failure_reason = ?, finalized_at = ?,"
-        " last_check = ? WHERE id = ? AND status = ? AND version = ?",
+        _UPDATE_CHAINED if chained else _UPDATE,
         [
             new.status.value,
             new.version,
@@ -470,11 +482,15 @@ def record_change(
     source: ChangeSource,
     reason: str | None = None,
     extra: Sequence[Statement] = (),
+    chained: bool = False,
 ) -> list[Statement]:
     """The batch that moves a payment from `old` (None: creating it) to `new`: the write,
     then `extra` (guarded inserts that belong to the change, e.g. receipts, an entitlement),
     the status event and the audit row. Run it with `Database.batch`; the change happened
-    exactly when the first result's `rows_affected` is 1."""
+    exactly when the first result's `rows_affected` is 1.
+
+    `chained`: these statements follow another change of the same payment in one batch and
+    apply only if it did (e.g. verified, then provisioned, in one transaction)."""
     before = old.status if old else None
     if before != new.status and (before, new.status) not in TRANSITIONS:
         raise IllegalTransition(f"{before} -> {new.status} is not a payment transition")
@@ -484,7 +500,7 @@ def record_change(
         payment=new.view(), previous_status=before, source=source, reason=reason
     )
     statements: list[Statement] = [
-        _insert_payment(new) if old is None else _update_payment(old, new),
+        _insert_payment(new) if old is None else _update_payment(old, new, chained),
         *extra,
         outbox_insert(status_event(event), new.correlation_id, guard=True),
         _audit_insert(

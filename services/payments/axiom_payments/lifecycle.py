@@ -9,7 +9,10 @@ Money rules enforced here (the SQL is in `ledger`, the arithmetic in `accounting
 - every change is one conditional UPDATE with its audit row and outbox event
   (`ledger.record_change`); a writer that lost a race re-reads and decides again;
 - provisioning inserts the entitlement (UNIQUE per payment) in the same batch as the change
-  to `provisioned`: done twice is impossible.
+  to `provisioned`: done twice is impossible. The receipt that verifies a payment and its
+  provisioning are one transaction (two changes, two status events): one commit and one relay
+  round fewer on the path from webhook to fulfilment, and no window in which the payment
+  waits verified (the scheduler still provisions any that do, e.g. from before this rule).
 """
 
 from __future__ import annotations
@@ -48,9 +51,20 @@ log = get_logger(__name__)
 
 P = PaymentStatus
 ATTEMPTS = 10
+#: Statuses a look at the chain may still change (its outcome is kept as `last_check`).
+OPEN = frozenset({P.PENDING, P.EXPIRED})
 
 Make = Callable[[PaymentRow, datetime], PaymentRow | None]
 Extra = Callable[[PaymentRow, PaymentRow, datetime], list[Statement]]
+
+
+@dataclass(frozen=True)
+class Followup:
+    """A second change committed with the first (and only with it)."""
+
+    row: PaymentRow
+    source: ChangeSource
+    extra: list[Statement]
 
 
 @dataclass
@@ -70,14 +84,29 @@ class Lifecycle:
         reason: str | None = None,
         extra: Sequence[Statement] = (),
         after: Sequence[Statement] = (),
+        then: Followup | None = None,
     ) -> bool:
         """Write one change (and `after`, statements that belong with it but outside the
-        guarded chain); False when another writer changed the payment first."""
+        guarded chain; and `then`, a second change that applies only with the first); False
+        when another writer changed the payment first."""
         statements = ledger.record_change(old, new, source=source, reason=reason, extra=extra)
+        if then is not None:
+            statements += ledger.record_change(
+                new, then.row, source=then.source, extra=then.extra, chained=True
+            )
         results = await self.db.batch([*statements, *after])
         if results[0].rows_affected != 1:
             return False
         self.relay.kick()
+        self._changed(old, new, source, reason)
+        if then is not None:
+            self._changed(new, then.row, then.source, None)
+        return True
+
+    @staticmethod
+    def _changed(
+        old: PaymentRow, new: PaymentRow, source: ChangeSource, reason: str | None
+    ) -> None:
         if new.status != old.status:
             log.info(
                 "payment status changed",
@@ -89,7 +118,6 @@ class Lifecycle:
             )
             if new.status in (P.PROVISIONED, P.FAILED, P.EXPIRED):
                 PAYMENT_OUTCOMES.labels(outcome=new.status.value, reason=reason or "").inc()
-        return True
 
     async def move(
         self,
@@ -178,17 +206,35 @@ class Lifecycle:
                 ledger.check_recorded(row.public_id, findings.check.value, now, only_open=True)
             )
         if not fresh:
-            if after:
+            check = findings.check.value if findings.check is not None else None
+            if check is not None and check != row.last_check and row.status in OPEN:
+                # What a look at the chain found is part of what check-status and the stream
+                # show (they read the status bucket): a new finding is a change, with its event.
+                if not await self.commit(
+                    row,
+                    ledger.changed(row, now, last_check=check),
+                    source=findings.source,
+                    reason=f"check: {check}",
+                    after=after,
+                ):
+                    return None
+            elif after:
                 await self.db.batch(after)
             self._count(observations, [])
             return row.status
         new = self._counted(row, [*existing, *fresh], now, findings.observed_at)
         reason = f"{len(fresh)} receipt(s): +{sum(r.amount_lamports for r in fresh)} lamports"
         extra = [ledger.receipt_insert(row.id, receipt, now) for receipt in fresh]
+        then = None
+        if new.status is P.VERIFIED and row.status is not P.VERIFIED:
+            provisioned = ledger.changed(new, now, status=P.PROVISIONED)
+            then = Followup(provisioned, ChangeSource.FULFILMENT, _grant(new, provisioned, now))
         if not await self.commit(
-            row, new, source=findings.source, reason=reason, extra=extra, after=after
+            row, new, source=findings.source, reason=reason, extra=extra, after=after, then=then
         ):
             return None
+        if then is not None:
+            new = then.row
         self._count(observations, fresh)
         log.info(
             "receipts counted",
@@ -239,32 +285,16 @@ class Lifecycle:
     # --- the other moves ---------------------------------------------------------------------
 
     async def provision(self, public_id: str) -> None:
-        """verified → provisioned: grant the item (one entitlement, ever) and say so."""
-
-        def grant(old: PaymentRow, new: PaymentRow, now: datetime) -> list[Statement]:
-            assert new.tx_signature is not None  # verified: the schema's CHECK holds it too
-            provisioned = PaymentProvisioned(
-                payment_id=new.public_id,
-                order_id=new.order_id,
-                user_id=new.user_id,
-                tx_signature=new.tx_signature,
-                amount_lamports=new.amount_lamports,
-                provisioned_at=now,
-            )
-            return [
-                ledger.entitlement_insert(new, now),
-                ledger.outbox_insert(
-                    provisioned_event(provisioned), new.correlation_id, guard=True
-                ),
-            ]
-
+        """verified → provisioned: grant the item (one entitlement, ever) and say so. (A
+        payment verified by its findings is provisioned in the same transaction; this is for
+        one left verified, found by the scheduler.)"""
         await self.move(
             public_id,
             allowed=frozenset({P.VERIFIED}),
             source=ChangeSource.FULFILMENT,
             reason=None,
             make=lambda row, now: ledger.changed(row, now, status=P.PROVISIONED),
-            extra=grant,
+            extra=_grant,
         )
 
     async def expire(self, public_id: str, source: ChangeSource, reason: str) -> PaymentRow | None:
@@ -300,3 +330,21 @@ class Lifecycle:
                 refund_due_lamports=row.received_lamports,
             ),
         )
+
+
+def _grant(old: PaymentRow, new: PaymentRow, now: datetime) -> list[Statement]:
+    """What provisioning writes with the change to `provisioned`: the entitlement (UNIQUE
+    per payment: granted once, ever) and the provisioned event."""
+    assert new.tx_signature is not None  # verified: the schema's CHECK holds it too
+    provisioned = PaymentProvisioned(
+        payment_id=new.public_id,
+        order_id=new.order_id,
+        user_id=new.user_id,
+        tx_signature=new.tx_signature,
+        amount_lamports=new.amount_lamports,
+        provisioned_at=now,
+    )
+    return [
+        ledger.entitlement_insert(new, now),
+        ledger.outbox_insert(provisioned_event(provisioned), new.correlation_id, guard=True),
+    ]
