@@ -10,6 +10,10 @@
   over. Within one replica, concurrent callers share one refresh (no stampede on Redis).
 - A 401 38190 from Amadeus invalidates the token with the same compare-and-delete: only if the
   cached token is still the one that failed, so a late 401 never discards a fresh token.
+- Each replica also keeps the token it last read or stored in memory until the Redis copy's
+  own expiry (read with it, in the same round trip): a call that finds it there costs no
+  Redis round trip. If another replica's 401 removed it meanwhile, this replica's next call
+  gets its own 401 (Amadeus did nothing), drops it and reads Redis again.
 
 The token and the client secret are never logged (nor put in errors).
 """
@@ -69,13 +73,26 @@ class TokenCache:
         self._wait = wait
         self._compare_and_delete = redis.register_script(_COMPARE_AND_DELETE)
         self._refresh: asyncio.Task[str] | None = None
+        #: The token in this process and when (event-loop time) its Redis copy expires.
+        self._local: tuple[str, float] | None = None
 
     async def get(self) -> str:
         """A valid token: the cached one, or a fresh one (fetched by one caller only)."""
-        cached = await self._redis.get(self._key)
+        loop = asyncio.get_running_loop()
+        local = self._local
+        if local is not None and loop.time() < local[1]:
+            TOKEN_CACHE.labels(upstream="amadeus", result="hit").inc()
+            return local[0]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.get(self._key)
+            pipe.pttl(self._key)
+            cached, ttl_ms = await pipe.execute()
         if cached:
             TOKEN_CACHE.labels(upstream="amadeus", result="hit").inc()
-            return _text(cached)
+            token = _text(cached)
+            if isinstance(ttl_ms, int) and ttl_ms > 0:
+                self._local = (token, loop.time() + ttl_ms / 1000)
+            return token
         TOKEN_CACHE.labels(upstream="amadeus", result="miss").inc()
         if self._refresh is None or self._refresh.done():
             self._refresh = asyncio.create_task(self._refresh_once(), name="amadeus-token")
@@ -86,6 +103,8 @@ class TokenCache:
 
     async def invalidate(self, failed_token: str) -> bool:
         """Forget the cached token if it is the one Amadeus refused; True if it was."""
+        if self._local is not None and self._local[0] == failed_token:
+            self._local = None
         deleted = await self._compare_and_delete(keys=[self._key], args=[failed_token])
         if deleted:
             TOKEN_CACHE.labels(upstream="amadeus", result="invalidated").inc()
@@ -126,6 +145,7 @@ class TokenCache:
             ttl = issued.expires_in / 2
         ttl_ms = max(1, int(ttl * 1000))
         await self._redis.set(self._key, issued.access_token, px=ttl_ms)
+        self._local = (issued.access_token, asyncio.get_running_loop().time() + ttl_ms / 1000)
         TOKEN_CACHE.labels(upstream="amadeus", result="refresh").inc()
         log.info("amadeus token refreshed", cached_for_s=round(ttl_ms / 1000, 3))
         return issued.access_token
