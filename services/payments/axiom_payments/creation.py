@@ -14,6 +14,7 @@ Nothing is stored for a refused request.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import secrets
@@ -57,7 +58,7 @@ class Creator:
     fee_payer: Keypair | None
     payment_ttl: timedelta
 
-    @property
+    @functools.cached_property
     def held_keys(self) -> frozenset[str]:
         """Every key this service holds or is paid to: never accepted as a payer's `account`."""
         keys = {str(self.merchant_wallet)}
@@ -76,14 +77,17 @@ class Creator:
                 "this account cannot pay: it belongs to the merchant",
                 [ErrorDetail(field="account", problem="a key the merchant holds or is paid to")],
             )
-        request_hash = _request_hash(request)
+        request_hash = _request_hash(request) if request.idempotency_key else ""
         if request.idempotency_key:
             replay = await self._replay(request, request_hash)
             if replay is not None:
                 return replay
 
         public_id = "pay_" + secrets.token_urlsafe(18)
-        reference = Keypair().pubkey()  # only its public key is ever needed
+        # A reference is any fresh, unguessable 32 bytes (Solana Pay: a unique read-only key;
+        # no one ever signs with it). Random bytes, not a generated keypair: the ed25519
+        # key generation was a quarter of this method's time and its secret was thrown away.
+        reference = Pubkey(secrets.token_bytes(32))
         now = datetime.now(UTC)
         message = f"{item.label} (payment {public_id})"
         transaction: str | None = None
