@@ -15,7 +15,7 @@ Money rules enforced here (the SQL is in `ledger`, the arithmetic in `accounting
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from nats.aio.msg import Msg
@@ -37,11 +37,13 @@ from axiom_shared.metrics import (
 from axiom_shared.nats import PermanentError
 from axiom_shared.schemas import (
     ChangeSource,
+    CheckOutcome,
     Observation,
     ObservationReason,
     PaymentFindings,
     PaymentProvisioned,
     PaymentStatus,
+    SeenOutcome,
 )
 
 log = get_logger(__name__)
@@ -177,12 +179,23 @@ class Lifecycle:
             after.append(
                 ledger.check_recorded(row.public_id, findings.check.value, now, only_open=True)
             )
+        seen_outcome = _seen_outcome(row, findings, observations)
         if not fresh:
-            if after:
+            if seen_outcome is not None:
+                # The transaction shown as seen did not pay: the buyer is told (a version).
+                marked = ledger.changed(row, now, seen_outcome=seen_outcome)
+                reason = f"seen transaction {row.seen_signature}: {seen_outcome.value}"
+                if not await self.commit(
+                    row, marked, source=findings.source, reason=reason, after=after
+                ):
+                    return None
+            elif after:
                 await self.db.batch(after)
             self._count(observations, [])
             return row.status
         new = self._counted(row, [*existing, *fresh], now, findings.observed_at)
+        if seen_outcome is not None:
+            new = replace(new, seen_outcome=seen_outcome)
         reason = f"{len(fresh)} receipt(s): +{sum(r.amount_lamports for r in fresh)} lamports"
         extra = [ledger.receipt_insert(row.id, receipt, now) for receipt in fresh]
         if not await self.commit(
@@ -300,3 +313,18 @@ class Lifecycle:
                 refund_due_lamports=row.received_lamports,
             ),
         )
+
+
+def _seen_outcome(
+    row: PaymentRow, findings: PaymentFindings, observations: list[Observation]
+) -> SeenOutcome | None:
+    """What these findings say of the transaction shown as seen, when it did not pay (None:
+    nothing new about it)."""
+    seen = row.seen_signature
+    if seen is None or row.seen_outcome is not None:
+        return None
+    if any(o.signature == seen for o in observations):
+        return SeenOutcome.NOT_A_RECEIPT
+    if findings.check is CheckOutcome.TRANSACTION_NOT_FOUND and findings.checked_signature == seen:
+        return SeenOutcome.NOT_FINALIZED
+    return None
