@@ -8,7 +8,7 @@
   const FINAL = new Set(["provisioned", "failed"]);
   const STEPS = ["pending", "seen", "verified", "provisioned"];
   const POLL_MS = 2000;
-  //: What the page tells the buyer to expect between "seen" (confirmed) and final.
+  // What the page tells the buyer to expect between "seen" (confirmed) and final.
   const FINALITY_HINT = "usually about 13 seconds";
   const $ = (id) => document.getElementById(id);
 
@@ -38,8 +38,12 @@
       init.body = JSON.stringify(body);
     }
     const res = await fetch(path, init);
+    // The Date header has whole seconds: only a clock that is really off is corrected.
     const date = Date.parse(res.headers.get("Date") || "");
-    if (!Number.isNaN(date)) clockSkewMs = date - Date.now();
+    if (!Number.isNaN(date)) {
+      const skew = date - Date.now();
+      clockSkewMs = Math.abs(skew) > 2000 ? skew : 0;
+    }
     const data = await res.json().catch(() => null);
     if (!res.ok) {
       const error = data && data.error;
@@ -144,6 +148,7 @@
     $("request-link-item").hidden = !payment.transaction_request_url;
     $("transfer-link").href = payment.transfer_url;
     setWalletState("");
+    walletBusy = false;
     renderWallets();
     render({ status: "pending", version: 0 });
     startCountdown(payment.expires_at);
@@ -243,11 +248,13 @@
     if (status === "failed") lastGood = STEPS.indexOf(view.failedAfter || "pending");
     if (status === "expired") lastGood = 0;
     const waiting = !FINAL.has(status) && status !== "expired";
+    // A failure is shown on the step it stopped: being final (after pending), or fulfilment.
+    const failedAt = status === "failed" ? STEPS.indexOf(lastGood >= 2 ? "provisioned" : "verified") : -1;
     for (const li of $("timeline").children) {
       const index = STEPS.indexOf(li.dataset.step);
       li.classList.toggle("done", index <= lastGood);
       li.classList.toggle("current", waiting && index === lastGood + 1);
-      li.classList.toggle("failed", status === "failed" && index === lastGood + 1);
+      li.classList.toggle("failed", index === failedAt);
     }
     const problem = $("problem");
     if (status === "failed") {
@@ -264,7 +271,9 @@
     problem.hidden = !problem.textContent;
     const over = FINAL.has(status) || status === "verified" || status === "expired";
     if (over) stopCountdown();
-    $("pay-options").hidden = over;
+    // While a seen payment settles, nothing invites a second one; if it fails, it does again.
+    $("pay-options").hidden = over || seenLive;
+    if (seenLive || over) setWalletState("");
     $("fresh-payment").hidden = status !== "expired";
   }
 
@@ -351,6 +360,8 @@
   const CONNECT = "standard:connect";
   const wallets = [];
   let walletBusy = false;
+  // After a send, the wallet buttons wait this long for the payment to be seen.
+  const RESEND_AFTER_MS = 60_000;
 
   function canPay(wallet) {
     const features = wallet && wallet.features;
@@ -474,6 +485,7 @@
     const { item, payment } = current;
     showError("");
     setBusy(true);
+    let held = null;
     let stage = "connect";
     try {
       setWalletState(`Connecting to ${wallet.name}…`);
@@ -504,6 +516,9 @@
       $("signature").dataset.signature = signature;
       $("signature").hidden = false;
       setWalletState("Sent: waiting for the network to see it…");
+      // No second payment from the wallet while this one is on its way (seen hides the
+      // options; if it never shows, the buttons come back).
+      held = setTimeout(() => setBusy(false), RESEND_AFTER_MS);
     } catch (err) {
       const message = err && err.message ? err.message : String(err);
       const again = "Nothing was sent: you can try again, or scan the QR code.";
@@ -518,7 +533,7 @@
       }
       $("wallet-state").dataset.outcome = stage === "request" ? "refused" : rejected(err) ? "rejected" : "failed";
     } finally {
-      setBusy(false);
+      if (!held) setBusy(false);
     }
   }
 
