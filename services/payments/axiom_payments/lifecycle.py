@@ -179,7 +179,7 @@ class Lifecycle:
             after.append(
                 ledger.check_recorded(row.public_id, findings.check.value, now, only_open=True)
             )
-        seen_outcome = _seen_outcome(row, findings, observations)
+        seen_outcome = _seen_outcome(row, findings, observations, fresh)
         if not fresh:
             if seen_outcome is not None:
                 # The transaction shown as seen did not pay: the buyer is told (a version).
@@ -316,13 +316,17 @@ class Lifecycle:
 
 
 def _seen_outcome(
-    row: PaymentRow, findings: PaymentFindings, observations: list[Observation]
+    row: PaymentRow,
+    findings: PaymentFindings,
+    observations: list[Observation],
+    fresh: list[ReceiptRow],
 ) -> SeenOutcome | None:
-    """What these findings say of the transaction shown as seen, when it did not pay (None:
-    nothing new about it)."""
+    """What these findings say of the transaction shown as seen (None: nothing new)."""
     seen = row.seen_signature
     if seen is None or row.seen_outcome is not None:
         return None
+    if any(r.signature == seen for r in fresh):
+        return SeenOutcome.COUNTED
     if any(o.signature == seen for o in observations):
         return SeenOutcome.NOT_A_RECEIPT
     if findings.check is CheckOutcome.TRANSACTION_NOT_FOUND and findings.checked_signature == seen:

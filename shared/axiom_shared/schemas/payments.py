@@ -39,12 +39,14 @@ class ChangeSource(StrEnum):
 
 
 class SeenOutcome(StrEnum):
-    """What became of the transaction shown as seen at `confirmed`, when it did not pay."""
+    """What became of the transaction shown as seen at `confirmed`, once it is known."""
 
     #: Never visible at `finalized` after the verifier's redeliveries: dropped or rolled back.
     NOT_FINALIZED = "not_finalized"
     #: Finalized, but not a receipt of this payment (failed, credits nothing, ambiguous...).
     NOT_A_RECEIPT = "not_a_receipt"
+    #: Finalized and counted as a receipt (the amounts and the status say the rest).
+    COUNTED = "counted"
 
 
 PublicId = str
@@ -78,7 +80,8 @@ class PaymentView(StrictModel):
     #: finality"). Never a status: nothing is decided or fulfilled before `finalized`.
     seen_signature: TxSignature | None = None
     seen_at: datetime | None = None
-    #: Set when that transaction turned out not to pay (never finalized, or not a receipt).
+    #: What became of it, once known: counted (a receipt at `finalized`), never finalized, or
+    #: not a receipt. None while it waits for finality.
     seen_outcome: SeenOutcome | None = None
     created_at: datetime
     updated_at: datetime

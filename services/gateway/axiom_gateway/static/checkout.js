@@ -216,7 +216,8 @@
   // --- what the buyer reads ----------------------------------------------------------------
   function describe(view) {
     const status = view.status;
-    const seen = Boolean(view.seen_signature);
+    // A seen transaction counted at finalized says no more than the amounts and status do.
+    const seen = Boolean(view.seen_signature) && view.seen_outcome !== "counted";
     if (status === "provisioned") return "Paid: your purchase is ready.";
     if (status === "verified") return "Payment final on chain: preparing your purchase…";
     if (status === "failed") return "Payment failed.";
@@ -263,7 +264,7 @@
       problem.textContent =
         "This payment request expired: start a new payment to pay now." +
         " Money already sent for it is still checked, and given back if it does not complete it.";
-    } else if (view.seen_outcome) {
+    } else if (view.seen_outcome && view.seen_outcome !== "counted") {
       problem.textContent = "Nothing was taken for it: you can pay again with your wallet or the QR code.";
     } else {
       problem.textContent = "";

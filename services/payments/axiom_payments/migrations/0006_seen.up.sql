@@ -3,4 +3,4 @@
 ALTER TABLE payments ADD COLUMN seen_signature TEXT;
 ALTER TABLE payments ADD COLUMN seen_at TEXT;
 ALTER TABLE payments ADD COLUMN seen_outcome TEXT
-    CHECK (seen_outcome IS NULL OR seen_outcome IN ('not_finalized', 'not_a_receipt'));
+    CHECK (seen_outcome IS NULL OR seen_outcome IN ('not_finalized', 'not_a_receipt', 'counted'));
