@@ -50,4 +50,5 @@ class VerifierSettings(ServiceSettings):
         netloc = parts.netloc
         if parts.port is not None:
             netloc = netloc.rsplit(":", 1)[0] + f":{parts.port + 1}"
-        return urlunsplit((scheme, netloc, parts.path or "/", "", ""))
+        # An RPC provider's key travels in the query: the WebSocket needs it too.
+        return urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
