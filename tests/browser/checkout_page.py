@@ -245,6 +245,11 @@ _WALLET_SCRIPT = """
             for (const byte of input.transaction) binary += String.fromCharCode(byte);
             const out = await window.__axiomTestWalletSend(
               btoa(binary), input.account.address, input.chain);
+            if (out.disconnect) {
+              accounts = [];
+              changed();
+              throw new Error("Wallet disconnected");
+            }
             if (out.rejected) {
               const error = new Error("User rejected the request.");
               error.name = "WalletSignTransactionError";
@@ -281,7 +286,8 @@ _WALLET_SCRIPT = """
 @dataclass
 class TestWallet:
     """A Wallet Standard wallet whose key is a sandbox keypair held here. `mode`: `approve`
-    (sign and send), `reject` (the user declines)."""
+    (sign and send), `reject` (the user declines), `disconnect` (the wallet drops the
+    connection instead of signing)."""
 
     __test__ = False  # not a test class, whatever its name says
 
@@ -310,6 +316,8 @@ class TestWallet:
         self.requests.append({"address": address, "chain": chain})
         if self.mode == "reject":
             return {"rejected": True}
+        if self.mode == "disconnect":
+            return {"disconnect": True}
         assert address == self.address
         tx = Transaction.from_bytes(base64.b64decode(transaction))
         # The buyer's signature beside the merchant's (when it co-signed as fee payer).

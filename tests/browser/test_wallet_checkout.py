@@ -173,7 +173,7 @@ async def test_merchant_fee_payer_buyer_needs_only_the_price(
     assert page_errors.pop(page) == []
 
 
-async def test_wallet_rejection_and_an_unfunded_wallet_leave_the_payment_payable(
+async def test_wallet_rejection_disconnection_and_an_unfunded_wallet_leave_it_payable(
     browser: Browser, checkout: Checkout
 ) -> None:
     wallet = TestWallet(Keypair(), checkout.stack.solana.rpc_url, mode="reject")
@@ -191,6 +191,16 @@ async def test_wallet_rejection_and_an_unfunded_wallet_leave_the_payment_payable
     await expect(page.locator("#qr")).to_be_visible()
     await screenshots(page, "wallet-rejected")
 
+    # The wallet drops the connection instead of signing.
+    wallet.mode = "disconnect"
+    await pay.click()
+    await expect(state).to_have_attribute("data-outcome", "disconnected")
+    await expect(state).to_have_text(
+        "Test Wallet disconnected. Nothing was sent: you can try again, or scan the QR code."
+    )
+    await expect(pay).to_be_enabled()
+    await screenshots(page, "wallet-disconnected")
+
     # Approved, but the wallet holds nothing: the network refuses it (no fee payer here).
     wallet.mode = "approve"
     await pay.click()
@@ -203,7 +213,7 @@ async def test_wallet_rejection_and_an_unfunded_wallet_leave_the_payment_payable
     view = await current_view(checkout, payment_id)
     assert view.status is PaymentStatus.PENDING
     assert view.seen_signature is None
-    assert len(wallet.requests) == 2
+    assert len(wallet.requests) == 3
     assert page_errors.pop(page) == []
 
 

@@ -179,7 +179,9 @@ class Lifecycle:
             after.append(
                 ledger.check_recorded(row.public_id, findings.check.value, now, only_open=True)
             )
-        seen_outcome = _seen_outcome(row, findings, observations, fresh)
+        seen_outcome = _seen_outcome(
+            row, findings, observations, known | {receipt.signature for receipt in fresh}
+        )
         if not fresh:
             if seen_outcome is not None:
                 # The transaction shown as seen did not pay: the buyer is told (a version).
@@ -319,13 +321,15 @@ def _seen_outcome(
     row: PaymentRow,
     findings: PaymentFindings,
     observations: list[Observation],
-    fresh: list[ReceiptRow],
+    counted: set[str],
 ) -> SeenOutcome | None:
-    """What these findings say of the transaction shown as seen (None: nothing new)."""
+    """What these findings say of the transaction shown as seen (None: nothing new).
+    `counted`: the payment's receipts, with these findings'."""
     seen = row.seen_signature
     if seen is None or row.seen_outcome is not None:
         return None
-    if any(r.signature == seen for r in fresh):
+    if seen in counted:
+        # Also when it was counted before the marker arrived (a race of the two paths).
         return SeenOutcome.COUNTED
     if any(o.signature == seen for o in observations):
         return SeenOutcome.NOT_A_RECEIPT

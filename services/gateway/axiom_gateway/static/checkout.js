@@ -418,9 +418,7 @@
 
   function walletChanged(wallet, change) {
     if (change && Array.isArray(change.accounts) && change.accounts.length === 0) {
-      setWalletState(
-        `${wallet.name} disconnected: nothing was sent. Connect it again, or scan the QR code.`,
-      );
+      setWalletState(`${wallet.name} disconnected. Nothing was sent: you can try again, or scan the QR code.`);
     }
   }
 
@@ -527,12 +525,21 @@
         setWalletState(`This wallet account cannot pay this order: ${message}. ${again}`);
       } else if (rejected(err)) {
         setWalletState(`You declined in ${wallet.name}. ${again}`);
+      } else if (!wallet.accounts.length) {
+        setWalletState(`${wallet.name} disconnected. ${again}`);
       } else if (stage === "connect") {
         setWalletState(`Could not connect to ${wallet.name}: ${message}. ${again}`);
       } else {
         setWalletState(`${wallet.name} could not send the payment: ${message}. ${again}`);
       }
-      $("wallet-state").dataset.outcome = stage === "request" ? "refused" : rejected(err) ? "rejected" : "failed";
+      $("wallet-state").dataset.outcome =
+        stage === "request"
+          ? "refused"
+          : rejected(err)
+            ? "rejected"
+            : wallet.accounts.length
+              ? "failed"
+              : "disconnected";
     } finally {
       if (!held) setBusy(false);
     }
