@@ -100,6 +100,8 @@ class SeenWatch:
                             self._on_message(message.data)
                 except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                     log.warning("seen watch disconnected", error=type(exc).__name__)
+                except Exception as exc:  # the watch must outlive any surprise
+                    log.warning("seen watch failed", error=repr(exc)[:200])
                 self.subscribed.clear()
                 await asyncio.sleep(RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)])
                 attempt += 1
