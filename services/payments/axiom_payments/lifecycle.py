@@ -9,7 +9,9 @@ Money rules enforced here (the SQL is in `ledger`, the arithmetic in `accounting
 - every change is one conditional UPDATE with its audit row and outbox event
   (`ledger.record_change`); a writer that lost a race re-reads and decides again;
 - provisioning inserts the entitlement (UNIQUE per payment) in the same batch as the change
-  to `provisioned`: done twice is impossible.
+  to `provisioned`: done twice is impossible;
+- a transaction seen at `confirmed` (`seen.py`) is display only: findings at `finalized` say
+  what became of it (`seen_outcome`) and never take it as a receipt on its own word.
 """
 
 from __future__ import annotations
@@ -184,7 +186,7 @@ class Lifecycle:
         )
         if not fresh:
             if seen_outcome is not None:
-                # The transaction shown as seen did not pay: the buyer is told (a version).
+                # What became of the transaction shown as seen: the buyer is told (a version).
                 marked = ledger.changed(row, now, seen_outcome=seen_outcome)
                 reason = f"seen transaction {row.seen_signature}: {seen_outcome.value}"
                 if not await self.commit(
