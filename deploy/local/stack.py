@@ -120,10 +120,8 @@ def dev_secret(name: str) -> str:
     return path.read_text().strip()
 
 
-async def register_helius_webhook(env: dict[str, str], gateway_url: str) -> None:
-    """Point the Solana sandbox's Helius-style webhooks at our gateway, as one would in the
-    Helius dashboard, watching the merchant wallet."""
-    # The wallet the payments service is paid to, worked out as it does.
+def local_merchant(env: dict[str, str]) -> str:
+    """The wallet the payments service is paid to, worked out as it does."""
     merchant, _fee_payer = merchant_keys(
         PaymentsSettings.load(
             environment="development",
@@ -131,6 +129,13 @@ async def register_helius_webhook(env: dict[str, str], gateway_url: str) -> None
             solana_private_key=env.get("SOLANA_PRIVATE_KEY") or None,
         )
     )
+    return merchant
+
+
+async def register_helius_webhook(env: dict[str, str], gateway_url: str) -> None:
+    """Point the Solana sandbox's Helius-style webhooks at our gateway, as one would in the
+    Helius dashboard, watching the merchant wallet."""
+    merchant = local_merchant(env)
     body = {
         "webhookURL": gateway_url + "/api/webhooks/helius",
         "accountAddresses": [merchant],
@@ -169,6 +174,8 @@ async def run_stack() -> int:
     env.setdefault(
         "NOTIFIER_URL", os.environ.get("NOTIFIER_URL", f"http://127.0.0.1:{notifier_port}")
     )
+    # Every service (the verifier's `confirmed` watch too) follows the wallet payments use.
+    env["MERCHANT_WALLET"] = local_merchant({**os.environ, **env})
     servers = ensure_infra(env)
     children: list[ChildProcess] = []
     stop = asyncio.Event()

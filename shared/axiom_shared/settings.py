@@ -19,6 +19,10 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from axiom_shared.logging import register_secret
 
+#: A development merchant address (from a public seed: it must never hold real funds). Used
+#: only with ENVIRONMENT=development; anywhere else MERCHANT_WALLET must be set.
+DEV_MERCHANT_WALLET = "BDKAK8eCzXZrwWaYnj9LTTTD8RZB9XXhDMvqGobQqcj5"
+
 
 class ServiceSettings(BaseSettings):
     """What every service needs: where NATS and Redis are, how to log, where to listen."""

@@ -1,8 +1,10 @@
-"""The Solana Pay transfer-request URL, built and read in one place, and the SOL/lamports
-conversion it needs (`amount` is in SOL, decimal; lamports are what everything else counts).
+"""The Solana Pay URLs, built and read in one place, and the SOL/lamports conversion they
+need (`amount` is in SOL, decimal; lamports are what everything else counts).
 
-`solana:<recipient>?amount=<SOL>&reference=<base58>&label=&message=&memo=` (spec: values
-URL-encoded, several `reference` allowed, `spl-token` for tokens).
+Transfer request: `solana:<recipient>?amount=<SOL>&reference=<base58>&label=&message=&memo=`
+(spec: values URL-encoded, several `reference` allowed, `spl-token` for tokens).
+Transaction request: `solana:<https URL, URL-encoded>`; the wallet GETs it for a label and
+an icon, then POSTs `{"account"}` for the transaction to sign.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from decimal import Decimal
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from axiom_shared.schemas.base import U64_MAX
+from axiom_shared.wire import TRANSACTION_REQUEST_PATH, TRANSACTION_REQUEST_PAYMENT_PARAM
 
 LAMPORTS_PER_SOL = 1_000_000_000
 #: A SOL amount as a URL carries it: digits, at most 9 decimals (a lamport), no exponent, no
@@ -53,6 +56,17 @@ def transfer_url(
     ]
     query = "&".join(f"{key}={quote(value, safe='')}" for key, value in params)
     return f"solana:{recipient}?{query}"
+
+
+def transaction_request_url(public_base: str, order_id: str, payment_id: str) -> str | None:
+    """The transaction request URL of an existing payment, or None when `public_base` is not
+    https (wallets fetch transaction requests over https only)."""
+    if not public_base.startswith("https://"):
+        return None
+    path = TRANSACTION_REQUEST_PATH.format(order_id=quote(order_id, safe=""))
+    link = f"{public_base.rstrip('/')}{path}?{TRANSACTION_REQUEST_PAYMENT_PARAM}={payment_id}"
+    # Query parameters in the link: the whole link is URL-encoded (spec).
+    return "solana:" + quote(link, safe="")
 
 
 @dataclass(frozen=True)

@@ -110,13 +110,21 @@ class SolanaRpc:
         except (KeyError, TypeError, AttributeError) as exc:
             raise RpcUnavailable(f"simulateTransaction: unexpected shape ({exc!r})") from exc
 
-    async def transaction(self, signature: str) -> FinalizedTransaction | None:
+    async def transaction(
+        self, signature: str, commitment: str = "finalized"
+    ) -> FinalizedTransaction | None:
+        """The transaction as the node has it at `commitment`: `finalized` for everything
+        that decides; `confirmed` only to show a payment as seen."""
         result = await self._call(
             "getTransaction",
             [
                 signature,
                 # Versioned transactions too (wallets send v0); base64 is exact to decode.
-                {**FINALIZED, "encoding": "base64", "maxSupportedTransactionVersion": 0},
+                {
+                    "commitment": commitment,
+                    "encoding": "base64",
+                    "maxSupportedTransactionVersion": 0,
+                },
             ],
         )
         if result is None:

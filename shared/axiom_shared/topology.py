@@ -47,6 +47,9 @@ VERIFY_CANDIDATE_SUBJECT = "verify.candidates.{source}.{payment_id}"
 #: `verify.findings.<payment_id>`: what the verifier read on chain (PaymentFindings: receipts
 #: and observations), for payments.
 FINDINGS_SUBJECT = "verify.findings.{payment_id}"
+#: `verify.seen.<payment_id>`: a transaction carrying the reference reached `confirmed`
+#: (PaymentSeen; display only), for payments (Nats-Msg-Id `seen:<payment_id>:<signature>`).
+SEEN_SUBJECT = "verify.seen.{payment_id}"
 #: `dlq.<stream>.<consumer>`: messages a consumer gave up on, with the reason in headers.
 DEAD_LETTER_SUBJECT = "dlq.{stream}.{consumer}"
 
@@ -186,6 +189,15 @@ PAYMENTS_FINDINGS = ConsumerSpec(
     ack_wait=30.0,
 )
 
+#: Payments replicas share the seen markers (display only; a lost one costs a second of news).
+PAYMENTS_SEEN = ConsumerSpec(
+    stream=VERIFICATION.name,
+    durable="payments-seen",
+    filter_subject="verify.seen.>",
+    max_deliver=5,
+    ack_wait=10.0,
+    retry_delays=(0.2, 0.5, 1.0, 2.0),
+)
 #: The amadeus-proxy (owner of the bookings DB) applies Paymob callbacks; replicas share them.
 AMADEUS_PAYMOB_CALLBACKS = ConsumerSpec(
     stream=WEBHOOKS.name,

@@ -48,6 +48,10 @@ STREAM_CLIENT_HEADER: Final = "X-Axiom-Client"
 
 #: Served by the notifier, passed through by the gateway under the same path.
 STATUS_STREAM_PATH: Final = "/api/sse/payment-status/{payment_id}"
+#: The Solana Pay transaction request of an order; `?payment=<payment_id>` asks for the
+#: transaction of that existing payment instead of creating one.
+TRANSACTION_REQUEST_PATH: Final = "/api/pay/req/{order_id}"
+TRANSACTION_REQUEST_PAYMENT_PARAM: Final = "payment"
 #: `event: status`, `id: <the payment's version>`, `data: <the check-status JSON>`.
 STATUS_EVENT: Final = "status"
 _MAX_EVENT_ID_DIGITS = 18

@@ -262,7 +262,7 @@ async def test_receipts_migration_gives_counted_payments_their_receipt(tmp_path:
         await insert_payment(db, 4, status="failed", failure_reason="wrong_recipient",
                              tx_signature="sig-4", received_lamports=0)  # fmt: skip
         await insert_payment(db, 5)
-        assert await migrate(db, payments_migrations()) == [5]
+        assert await migrate(db, payments_migrations(), target=5) == [5]
         receipts = await db.fetch_all(
             "SELECT p.public_id, r.signature, r.amount_lamports FROM receipts r"
             " JOIN payments p ON p.id = r.payment_id ORDER BY p.id"
@@ -293,5 +293,26 @@ async def test_receipts_migration_gives_counted_payments_their_receipt(tmp_path:
         assert await migrate_down(db, payments_migrations(), target=4) == [5]
         rows = await db.fetch_all("SELECT tx_signature FROM payments ORDER BY id")
         assert [r["tx_signature"] for r in rows] == ["sig-1", "sig-2", "sig-3", None, None]
+    finally:
+        await db.close()
+
+
+async def test_seen_columns_hold_only_known_outcomes_and_go_back(tmp_path: Path) -> None:
+    """0006: a payment shows a transaction seen at confirmed (display only) and what became of
+    it; the way down drops the columns and nothing else."""
+    db = await open_database(f"file:{tmp_path / 'payments.db'}")
+    try:
+        await migrate(db, payments_migrations())
+        await insert_payment(
+            db, 1, seen_signature="sig-1", seen_at=NOW, seen_outcome="not_finalized"
+        )
+        for outcome in ("not_a_receipt", "counted", None):
+            await db.execute("UPDATE payments SET seen_outcome = ? WHERE id = 1", [outcome])
+        with pytest.raises(IntegrityError):
+            await db.execute("UPDATE payments SET seen_outcome = 'paid' WHERE id = 1")
+        assert await migrate_down(db, payments_migrations(), target=5) == [6]
+        rows = await db.fetch_all("SELECT public_id, status FROM payments")
+        assert [tuple(r.values()) for r in rows] == [(f"pay_{1:020d}", "pending")]
+        assert await migrate(db, payments_migrations()) == [6]
     finally:
         await db.close()

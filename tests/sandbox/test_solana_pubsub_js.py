@@ -11,8 +11,6 @@ deploy/scripts/ensure-js-clients.sh (run here once per session, and by `make tes
 from __future__ import annotations
 
 import asyncio
-import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ from solders.keypair import Keypair
 from solders.signature import Signature
 
 from sandbox.solana.chain import Commitment
+from tests.fixtures.js import run_script
 from tests.fixtures.solana import (
     SOL,
     CommitmentWatch,
@@ -40,46 +39,9 @@ LAMPORTS = 1_000_000
 SLOT_INTERVAL = 0.2
 
 
-@pytest.fixture(scope="session")
-def js_clients() -> Path:
-    """`npm ci` in tests/sandbox/js unless node_modules already matches the lock file."""
-    ensure = subprocess.run(
-        ["bash", str(ROOT / "deploy" / "scripts" / "ensure-js-clients.sh")],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if ensure.returncode != 0:
-        pytest.fail(f"ensure-js-clients.sh failed:\n{ensure.stdout}\n{ensure.stderr}")
-    return JS_DIR
-
-
 @pytest.fixture
 async def sb(solana_sandbox_factory: SandboxFactory) -> SolanaSandbox:
     return await solana_sandbox_factory(slot_interval=SLOT_INTERVAL)
-
-
-async def run_script(js_dir: Path, script: str, argument: dict[str, Any]) -> dict[str, Any]:
-    proc = await asyncio.create_subprocess_exec(
-        "node",
-        str(js_dir / script),
-        json.dumps(argument),
-        cwd=js_dir,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        stdout, stderr = await asyncio.wait_for(proc.communicate(), 60)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
-    lines = stdout.decode().strip().splitlines()
-    assert proc.returncode == 0, (
-        f"{script} exited {proc.returncode}:\n{stdout.decode()}\n{stderr.decode()}"
-    )
-    result: dict[str, Any] = json.loads(lines[-1])
-    return result
 
 
 async def funded_argument(sb: SolanaSandbox, commitment: str) -> dict[str, Any]:

@@ -35,12 +35,15 @@ from axiom_shared.schemas import (
     VerificationRequested,
 )
 from axiom_shared.service import bus_key
+from axiom_shared.solana_pay import transaction_request_url
 from axiom_shared.topology import VERIFY_CANDIDATE_SUBJECT
 from axiom_shared.wire import (
     IDEMPOTENCY_KEY_HEADER,
     IDEMPOTENT_REPLAYED_HEADER,
     ORDER_ID_PATTERN,
     PAYMENT_ID_PATTERN,
+    TRANSACTION_REQUEST_PATH,
+    TRANSACTION_REQUEST_PAYMENT_PARAM,
     is_order_id,
     is_payment_id,
 )
@@ -72,7 +75,7 @@ async def get_catalog(req: web.Request) -> web.Response:
 
 async def get_transaction_request(req: web.Request) -> web.Response:
     item = await _catalog_item(req)
-    icon = urljoin(_public_base(req), item.icon)
+    icon = urljoin(public_base(req), item.icon)
     return json_response(TransactionRequestInfo(label=item.label, icon=icon))
 
 
@@ -81,6 +84,11 @@ async def post_transaction_request(req: web.Request) -> web.Response:
     body = await read_json(req, PayRequestBody)
     if not is_order_id(order_id):
         raise _order_not_found(order_id)
+    # `?payment=`: the transaction request URL of an existing payment (its QR code): the
+    # wallet gets the transaction for that payment; nothing new is created.
+    payment_id = req.query.get(TRANSACTION_REQUEST_PAYMENT_PARAM)
+    if payment_id is not None and not is_payment_id(payment_id):
+        raise not_found("payment")
     settings = req.app[settings_key]
     rules = IdentityRules.from_settings(settings)
     if body.account is not None:
@@ -101,10 +109,14 @@ async def post_transaction_request(req: web.Request) -> web.Response:
             idempotency_key=idempotency_key(req),
             # A key belongs to whoever sent it, never to a value in the body.
             idempotency_scope=client_identity(req, rules),
+            payment_id=payment_id,
         )
     )
     headers = {IDEMPOTENT_REPLAYED_HEADER: "true"} if created.replayed else None
-    return json_response(created.created(), headers=headers)
+    answer = created.created()
+    request_url = transaction_request_url(public_base(req), order_id, answer.payment_id)
+    answer = answer.model_copy(update={"transaction_request_url": request_url})
+    return json_response(answer, headers=headers)
 
 
 async def get_status(req: web.Request) -> web.Response:
@@ -155,7 +167,7 @@ def idempotency_key(req: web.Request) -> str | None:
     return key
 
 
-def _public_base(req: web.Request) -> str:
+def public_base(req: web.Request) -> str:
     settings = req.app[settings_key]
     if settings.public_base_url:
         return settings.public_base_url.rstrip("/") + "/"
@@ -177,7 +189,7 @@ ROUTES = (
     ),
     Route(
         "GET",
-        "/api/pay/req/{order_id}",
+        TRANSACTION_REQUEST_PATH,
         get_transaction_request,
         "Solana Pay transaction request: label and icon",
         responses={200: TransactionRequestInfo, **errors(404, 503)},
@@ -186,12 +198,24 @@ ROUTES = (
     ),
     Route(
         "POST",
-        "/api/pay/req/{order_id}",
+        TRANSACTION_REQUEST_PATH,
         post_transaction_request,
-        "Create a pending payment; with `account`, the transaction for the wallet to sign",
+        "Create a pending payment; with `account`, the transaction for the wallet to sign. "
+        "With `?payment=<payment_id>` (the payment's transaction request URL): that pending "
+        "payment's transaction, nothing created (409 once it is no longer payable)",
         body=PayRequestBody,
-        responses={200: PaymentCreated, **errors(*BODY_ERRORS, 404, 429, 503)},
-        parameters=[_ORDER, header_param(IDEMPOTENCY_KEY_HEADER, "makes a retry safe")],
+        responses={200: PaymentCreated, **errors(*BODY_ERRORS, 404, 409, 429, 503)},
+        parameters=[
+            _ORDER,
+            {
+                "name": TRANSACTION_REQUEST_PAYMENT_PARAM,
+                "in": "query",
+                "required": False,
+                "description": "an existing pending payment of this order",
+                "schema": {"type": "string", "pattern": PAYMENT_ID_PATTERN},
+            },
+            header_param(IDEMPOTENCY_KEY_HEADER, "makes a retry safe"),
+        ],
         tags=("payments",),
         feature="solana_payments",
         rate_limit=RateLimitClass.PAYMENT,

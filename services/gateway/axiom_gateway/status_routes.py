@@ -5,10 +5,11 @@
   counts streams per client: the gateway names the client in `X-Axiom-Client` (the same
   identity the rate limiter uses). Notifier down → 503 JSON; its own errors (404, 429, 503)
   and its 204 ("you have the final status") are passed on as they are.
-- `GET /api/pay/qr/{payment_id}?url=<solana: URL>`: the QR code (SVG) of a Solana Pay transfer
-  URL, made here so the page needs no script from elsewhere. Only a URL that pays *this*
-  payment (its recipient, reference and amount, as the payments service has them) is drawn:
-  the gateway is not an open QR generator that could put someone else's wallet on our origin.
+- `GET /api/pay/qr/{payment_id}?url=<solana: URL>`: the QR code (SVG) of one of the payment's
+  Solana Pay URLs, made here so the page needs no script from elsewhere. Only a URL that pays
+  *this* payment is drawn (a transfer URL with its recipient, reference and amount, as the
+  payments service has them, or its own transaction request URL on our public origin): the
+  gateway is not an open QR generator that could put someone else's wallet on our origin.
 - `GET /`: the checkout page (static HTML, CSS and JS, no build step), under a strict CSP.
 """
 
@@ -24,6 +25,7 @@ import segno
 from aiohttp import web
 
 from axiom_gateway.client_identity import IdentityRules, client_identity
+from axiom_gateway.payments_routes import public_base
 from axiom_gateway.settings import GatewaySettings, settings_key
 from axiom_shared.errors import ApiError, ErrorDetail, not_found, unavailable
 from axiom_shared.logging import correlation_headers, get_logger
@@ -31,7 +33,12 @@ from axiom_shared.openapi import errors, path_param
 from axiom_shared.payments_client import payments_of
 from axiom_shared.routes import RateLimitClass, Route, static_files
 from axiom_shared.schemas import PaymentView
-from axiom_shared.solana_pay import SolanaPayUrlError, TransferRequest, parse_transfer_url
+from axiom_shared.solana_pay import (
+    SolanaPayUrlError,
+    TransferRequest,
+    parse_transfer_url,
+    transaction_request_url,
+)
 from axiom_shared.wire import (
     LAST_EVENT_ID_HEADER,
     PAYMENT_ID_PATTERN,
@@ -168,14 +175,22 @@ async def payment_qr(req: web.Request) -> web.Response:
     if not is_payment_id(payment_id):
         raise not_found("payment")
     url = req.query.get("url", "")
-    try:
-        # Read whole before anything else: a malformed amount is the caller's mistake (422).
-        transfer = parse_transfer_url(url, MAX_QR_URL)
-    except SolanaPayUrlError as exc:
-        raise _bad_qr_url(f"url must be the payment's solana: transfer URL ({exc})") from None
-    result = await payments_of(req.app).get(payment_id)
-    if not transfer_url_pays(transfer, result.payment):
-        raise _bad_qr_url("url does not pay this payment")
+    if len(url) > MAX_QR_URL:
+        raise _bad_qr_url(f"url is longer than {MAX_QR_URL} characters")
+    transfer: TransferRequest | None = None
+    if not url.startswith("solana:http"):
+        try:
+            # Read whole before anything else: a malformed amount is the caller's mistake.
+            transfer = parse_transfer_url(url, MAX_QR_URL)
+        except SolanaPayUrlError as exc:
+            raise _bad_qr_url(f"url must be one of the payment's solana: URLs ({exc})") from None
+    payment = (await payments_of(req.app).get(payment_id)).payment
+    if transfer is not None:
+        if not transfer_url_pays(transfer, payment):
+            raise _bad_qr_url("url does not pay this payment")
+    elif url != transaction_request_url(public_base(req), payment.order_id, payment.payment_id):
+        # Only this payment's own transaction request, on our own public origin.
+        raise _bad_qr_url("url is not this payment's transaction request")
     return web.Response(
         body=qr_svg(url),
         content_type="image/svg+xml",
@@ -259,7 +274,7 @@ ROUTES = (
         "GET",
         QR_PATH,
         payment_qr,
-        "QR code (image/svg+xml) of this payment's Solana Pay transfer URL",
+        "QR code (image/svg+xml) of this payment's Solana Pay transfer or transaction request URL",
         responses={200: None, **errors(404, 422, 503)},
         response_docs={
             200: {
@@ -273,7 +288,8 @@ ROUTES = (
                 "name": "url",
                 "in": "query",
                 "required": True,
-                "description": "the transfer_url returned when the payment was created",
+                "description": "the transfer_url or transaction_request_url returned when the "
+                "payment was created",
                 "schema": {"type": "string", "maxLength": MAX_QR_URL},
             },
         ],

@@ -16,6 +16,7 @@ from axiom_payments.creation import Creator
 from axiom_payments.lifecycle import Lifecycle
 from axiom_payments.outbox import OutboxRelay
 from axiom_payments.scheduler import Scheduler
+from axiom_payments.seen import SeenMarkers
 from axiom_payments.settings import PaymentsSettings
 from axiom_payments.solana_pay import load_keypair
 from axiom_shared.db import Database
@@ -33,6 +34,7 @@ from axiom_shared.schemas import (
     MatchPaymentsInput,
     MatchPaymentsResult,
     PaymentFindings,
+    PaymentSeen,
 )
 from axiom_shared.service import (
     add_readiness_check,
@@ -50,6 +52,7 @@ from axiom_shared.topology import (
     PAYMENTS_FINDINGS,
     PAYMENTS_GET,
     PAYMENTS_MATCH,
+    PAYMENTS_SEEN,
 )
 
 log = get_logger(__name__)
@@ -141,6 +144,16 @@ def create_app(settings: PaymentsSettings) -> web.Application:
         )
         findings.start()
         stack.push_async_callback(findings.stop, settings.shutdown_timeout)
+        seen = JetStreamConsumer(
+            bus.nc,
+            bus.js,
+            PAYMENTS_SEEN,
+            PaymentSeen,
+            SeenMarkers(lifecycle, bus.js).on_seen,
+            concurrency=settings.findings_concurrency,
+        )
+        seen.start()
+        stack.push_async_callback(seen.stop, settings.shutdown_timeout)
         scheduler = Scheduler(
             lifecycle,
             bus.js,
@@ -152,7 +165,7 @@ def create_app(settings: PaymentsSettings) -> web.Application:
         stack.push_async_callback(scheduler.stop)
 
         async def working() -> bool:
-            return findings.running
+            return findings.running and seen.running
 
         add_readiness_check(app, "findings", working)
 

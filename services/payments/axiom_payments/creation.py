@@ -36,6 +36,7 @@ from axiom_shared.errors import ApiError, ErrorDetail, not_found, unavailable
 from axiom_shared.idempotency import fingerprint
 from axiom_shared.logging import current_correlation_id, get_logger
 from axiom_shared.schemas import (
+    CatalogItem,
     ChangeSource,
     CreatePaymentInput,
     CreatePaymentResult,
@@ -77,6 +78,8 @@ class Creator:
                 "this account cannot pay: it belongs to the merchant",
                 [ErrorDetail(field="account", problem="a key the merchant holds or is paid to")],
             )
+        if request.payment_id is not None:
+            return await self._for_existing(request, item)
         request_hash = _request_hash(request) if request.idempotency_key else ""
         if request.idempotency_key:
             replay = await self._replay(request, request_hash)
@@ -89,25 +92,13 @@ class Creator:
         # key generation was a quarter of this method's time and its secret was thrown away.
         reference = Pubkey(secrets.token_bytes(32))
         now = datetime.now(UTC)
-        message = f"{item.label} (payment {public_id})"
+        message = _message(item.label, public_id)
         transaction: str | None = None
         expected_signature: str | None = None
         if request.account is not None:
-            blockhash = await self._recent_blockhash()
-            tx = transfer_transaction(
-                payer=Pubkey.from_string(request.account),
-                recipient=self.merchant_wallet,
-                lamports=item.amount_lamports,
-                reference=reference,
-                memo=public_id,
-                blockhash=blockhash,
-                fee_payer=self.fee_payer.pubkey() if self.fee_payer else None,
+            transaction, expected_signature = await self._transaction(
+                request.account, item.amount_lamports, reference, public_id
             )
-            if self.fee_payer is not None:
-                # Simulated unsigned: a transaction that would fail is never signed.
-                await self._must_succeed(tx)
-                expected_signature = str(co_sign(tx, self.fee_payer))
-            transaction = encoded(tx)
 
         row = PaymentRow(
             id=0,
@@ -179,6 +170,72 @@ class Creator:
         log.info("payment created", payment_id=public_id, order_id=item.order_id)
         return result
 
+    async def _transaction(
+        self, account: str, lamports: int, reference: Pubkey, public_id: str
+    ) -> tuple[str, str | None]:
+        """The transfer for `account` to sign (base64), and its signature when the merchant
+        co-signed it as fee payer."""
+        blockhash = await self._recent_blockhash()
+        tx = transfer_transaction(
+            payer=Pubkey.from_string(account),
+            recipient=self.merchant_wallet,
+            lamports=lamports,
+            reference=reference,
+            memo=public_id,
+            blockhash=blockhash,
+            fee_payer=self.fee_payer.pubkey() if self.fee_payer else None,
+        )
+        expected_signature: str | None = None
+        if self.fee_payer is not None:
+            # Simulated unsigned: a transaction that would fail is never signed.
+            await self._must_succeed(tx)
+            expected_signature = str(co_sign(tx, self.fee_payer))
+        return encoded(tx), expected_signature
+
+    async def _for_existing(
+        self, request: CreatePaymentInput, item: CatalogItem
+    ) -> CreatePaymentResult:
+        """A transaction request for a payment that exists (its URL names it): the transfer
+        for `account`, with the payment's own reference and price. Nothing is stored: the
+        payment is paid by whichever transaction lands first, and all of them are receipts
+        of it (anything beyond the price is owed back)."""
+        assert request.payment_id is not None
+        row = await ledger.get_payment(self.db, request.payment_id)
+        if row is None or row.order_id != request.order_id:
+            raise not_found("payment")
+        if row.status is not PaymentStatus.PENDING or row.expires_at <= datetime.now(UTC):
+            raise ApiError(
+                409,
+                "payment_not_payable",
+                f"this payment is {_state(row)}: start a new one",
+            )
+        transaction: str | None = None
+        if request.account is not None:
+            transaction, _ = await self._transaction(
+                request.account,
+                row.amount_lamports,
+                Pubkey.from_string(row.reference_key),
+                row.public_id,
+            )
+        message = _message(item.label, row.public_id)
+        return CreatePaymentResult(
+            payment_id=row.public_id,
+            reference=row.reference_key,
+            recipient=row.recipient,
+            amount_lamports=row.amount_lamports,
+            transfer_url=transfer_url(
+                row.recipient,
+                row.amount_lamports,
+                row.reference_key,
+                item.label,
+                message,
+                row.public_id,
+            ),
+            expires_at=row.expires_at,
+            message=message,
+            transaction=transaction,
+        )
+
     async def _replay(
         self, request: CreatePaymentInput, request_hash: str
     ) -> CreatePaymentResult | None:
@@ -228,6 +285,14 @@ class Creator:
             "this account cannot pay for this order: the transaction would fail",
             [ErrorDetail(field="account", problem=problem)],
         )
+
+
+def _state(row: PaymentRow) -> str:
+    return "expired" if row.status is PaymentStatus.PENDING else row.status.value
+
+
+def _message(label: str, public_id: str) -> str:
+    return f"{label} (payment {public_id})"
 
 
 def _request_hash(request: CreatePaymentInput) -> str:

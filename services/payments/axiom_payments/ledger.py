@@ -30,6 +30,7 @@ from axiom_shared.schemas import (
     PaymentStatusChanged,
     PaymentView,
     Receipt,
+    SeenOutcome,
 )
 from axiom_shared.wire import stamp
 
@@ -91,6 +92,10 @@ class PaymentRow:
     updated_at: datetime
     scan_cursor: str | None
     scanned_at: datetime | None
+    #: Display only (never decides anything): seen at `confirmed`, and what became of it.
+    seen_signature: str | None = None
+    seen_at: datetime | None = None
+    seen_outcome: SeenOutcome | None = None
 
     @classmethod
     def from_db(cls, row: dict[str, Any]) -> PaymentRow:
@@ -117,6 +122,9 @@ class PaymentRow:
             updated_at=datetime.fromisoformat(row["updated_at"]),
             scan_cursor=row["scan_cursor"],
             scanned_at=_time(row["scanned_at"]),
+            seen_signature=row["seen_signature"],
+            seen_at=_time(row["seen_at"]),
+            seen_outcome=SeenOutcome(row["seen_outcome"]) if row["seen_outcome"] else None,
         )
 
     def view(self) -> PaymentView:
@@ -135,6 +143,9 @@ class PaymentRow:
             last_check=self.last_check,
             expires_at=self.expires_at,
             finalized_at=self.finalized_at,
+            seen_signature=self.seen_signature,
+            seen_at=self.seen_at,
+            seen_outcome=self.seen_outcome,
             created_at=self.created_at,
             updated_at=self.updated_at,
             version=self.version,
@@ -185,7 +196,7 @@ _PAYMENT_COLUMNS = (
     "id, public_id, order_id, user_id, reference_key, amount_lamports, received_lamports,"
     " refund_due_lamports, recipient, status, tx_signature, expected_signature, failure_reason,"
     " last_check, version, correlation_id, expires_at, finalized_at, created_at, updated_at,"
-    " scan_cursor, scanned_at"
+    " scan_cursor, scanned_at, seen_signature, seen_at, seen_outcome"
 )
 
 
@@ -442,12 +453,14 @@ def _insert_payment(new: PaymentRow) -> Statement:
 _UPDATE = (
     "UPDATE payments SET status = ?, version = ?, updated_at = ?, received_lamports = ?,"
     " refund_due_lamports = ?, tx_signature = ?, failure_reason = ?, finalized_at = ?,"
-    " last_check = ? WHERE id = ? AND status = ? AND version = ?"
+    " last_check = ?, seen_signature = ?, seen_at = ?, seen_outcome = ?"
+    " WHERE id = ? AND status = ? AND version = ?"
 )
 _UPDATE_CHAINED = (
     "UPDATE payments SET status = ?, version = ?, updated_at = ?, received_lamports = ?,"
     " refund_due_lamports = ?, tx_signature = ?, failure_reason = ?, finalized_at = ?,"
-    " last_check = ? WHERE id = ? AND status = ? AND version = ? AND changes() = 1"
+    " last_check = ?, seen_signature = ?, seen_at = ?, seen_outcome = ?"
+    " WHERE id = ? AND status = ? AND version = ? AND changes() = 1"
 )
 
 
@@ -468,6 +481,9 @@ def _update_payment(old: PaymentRow, new: PaymentRow, chained: bool = False) -> 
             new.failure_reason,
             stamp(new.finalized_at) if new.finalized_at else None,
             new.last_check,
+            new.seen_signature,
+            stamp(new.seen_at) if new.seen_at else None,
+            new.seen_outcome.value if new.seen_outcome else None,
             old.id,
             old.status.value,
             old.version,

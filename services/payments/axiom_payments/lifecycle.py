@@ -12,13 +12,15 @@ Money rules enforced here (the SQL is in `ledger`, the arithmetic in `accounting
   to `provisioned`: done twice is impossible. The receipt that verifies a payment and its
   provisioning are one transaction (two changes, two status events): one commit and one relay
   round fewer on the path from webhook to fulfilment, and no window in which the payment
-  waits verified (the scheduler still provisions any that do, e.g. from before this rule).
+  waits verified (the scheduler still provisions any that do, e.g. from before this rule);
+- a transaction seen at `confirmed` (`seen.py`) is display only: findings at `finalized` say
+  what became of it (`seen_outcome`) and never take it as a receipt on its own word.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from nats.aio.msg import Msg
@@ -40,11 +42,13 @@ from axiom_shared.metrics import (
 from axiom_shared.nats import PermanentError
 from axiom_shared.schemas import (
     ChangeSource,
+    CheckOutcome,
     Observation,
     ObservationReason,
     PaymentFindings,
     PaymentProvisioned,
     PaymentStatus,
+    SeenOutcome,
 )
 
 log = get_logger(__name__)
@@ -205,17 +209,26 @@ class Lifecycle:
             after.append(
                 ledger.check_recorded(row.public_id, findings.check.value, now, only_open=True)
             )
+        seen_outcome = _seen_outcome(
+            row, findings, observations, known | {receipt.signature for receipt in fresh}
+        )
         if not fresh:
             check = findings.check.value if findings.check is not None else None
+            changes: dict[str, object] = {}
+            reasons: list[str] = []
             if check is not None and check != row.last_check and row.status in OPEN:
                 # What a look at the chain found is part of what check-status and the stream
                 # show (they read the status bucket): a new finding is a change, with its event.
+                changes["last_check"] = check
+                reasons.append(f"check: {check}")
+            if seen_outcome is not None:
+                # What became of the transaction shown as seen: the buyer is told (a version).
+                changes["seen_outcome"] = seen_outcome
+                reasons.append(f"seen transaction {row.seen_signature}: {seen_outcome.value}")
+            if changes:
+                marked = ledger.changed(row, now, **changes)
                 if not await self.commit(
-                    row,
-                    ledger.changed(row, now, last_check=check),
-                    source=findings.source,
-                    reason=f"check: {check}",
-                    after=after,
+                    row, marked, source=findings.source, reason="; ".join(reasons), after=after
                 ):
                     return None
             elif after:
@@ -223,6 +236,8 @@ class Lifecycle:
             self._count(observations, [])
             return row.status
         new = self._counted(row, [*existing, *fresh], now, findings.observed_at)
+        if seen_outcome is not None:
+            new = replace(new, seen_outcome=seen_outcome)
         reason = f"{len(fresh)} receipt(s): +{sum(r.amount_lamports for r in fresh)} lamports"
         extra = [ledger.receipt_insert(row.id, receipt, now) for receipt in fresh]
         then = None
@@ -348,3 +363,24 @@ def _grant(old: PaymentRow, new: PaymentRow, now: datetime) -> list[Statement]:
         ledger.entitlement_insert(new, now),
         ledger.outbox_insert(provisioned_event(provisioned), new.correlation_id, guard=True),
     ]
+
+
+def _seen_outcome(
+    row: PaymentRow,
+    findings: PaymentFindings,
+    observations: list[Observation],
+    counted: set[str],
+) -> SeenOutcome | None:
+    """What these findings say of the transaction shown as seen (None: nothing new).
+    `counted`: the payment's receipts, with these findings'."""
+    seen = row.seen_signature
+    if seen is None or row.seen_outcome is not None:
+        return None
+    if seen in counted:
+        # Also when it was counted before the marker arrived (a race of the two paths).
+        return SeenOutcome.COUNTED
+    if any(o.signature == seen for o in observations):
+        return SeenOutcome.NOT_A_RECEIPT
+    if findings.check is CheckOutcome.TRANSACTION_NOT_FOUND and findings.checked_signature == seen:
+        return SeenOutcome.NOT_FINALIZED
+    return None

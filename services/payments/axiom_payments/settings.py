@@ -5,11 +5,9 @@ from typing import Self
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 
 from axiom_shared.schemas import Pubkey
-from axiom_shared.settings import ServiceSettings
+from axiom_shared.settings import DEV_MERCHANT_WALLET, ServiceSettings
 
-#: A development merchant address (from a public seed: it must never hold real funds). Used
-#: only with ENVIRONMENT=development; anywhere else MERCHANT_WALLET must be set.
-DEV_MERCHANT_WALLET = "BDKAK8eCzXZrwWaYnj9LTTTD8RZB9XXhDMvqGobQqcj5"
+__all__ = ["DEV_MERCHANT_WALLET", "PaymentsSettings"]
 
 
 class PaymentsSettings(ServiceSettings):

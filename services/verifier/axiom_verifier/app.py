@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from axiom_shared.logging import get_logger
 from axiom_shared.nats import JetStreamConsumer
 from axiom_shared.payments_client import PaymentsClient
 from axiom_shared.schemas import HeliusItemReceived, VerificationRequested
@@ -22,8 +23,11 @@ from axiom_shared.service import (
 )
 from axiom_shared.solana_rpc import SolanaRpc
 from axiom_shared.topology import VERIFIER_CANDIDATES, VERIFIER_WEBHOOKS, ConsumerSpec
+from axiom_verifier.seen import SeenWatch
 from axiom_verifier.settings import VerifierSettings
 from axiom_verifier.verifier import Verifier
+
+log = get_logger(__name__)
 
 
 def create_app(settings: VerifierSettings) -> web.Application:
@@ -65,6 +69,21 @@ def create_app(settings: VerifierSettings) -> web.Application:
         for consumer in consumers:
             consumer.start()
             stack.push_async_callback(consumer.stop, settings.shutdown_timeout)
+
+        watched = settings.watched_wallet()
+        if settings.seen_watch and watched:
+            watch = SeenWatch(
+                settings.pubsub_url(),
+                watched,
+                rpc,
+                PaymentsClient(bus.nc, settings.request_timeout),
+                bus.js,
+                clock_skew=timedelta(seconds=settings.clock_skew_seconds),
+            )
+            watch.start()
+            stack.push_async_callback(watch.stop)
+        elif settings.seen_watch:
+            log.warning("no MERCHANT_WALLET: payments are not shown as seen at confirmed")
 
         async def consuming() -> bool:
             return all(c.running for c in consumers)

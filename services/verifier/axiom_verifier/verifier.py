@@ -84,6 +84,7 @@ class Verifier:
         # From here the work is the payment's: log and publish under its correlation id.
         bind_correlation_id(payment_cid or current_correlation_id())
         findings = _Findings(payment.payment_id, candidate.source, arrived)
+        findings.checked_signature = candidate.signature
         if candidate.signature is not None:
             tx = await self._rpc.transaction(candidate.signature)
             if tx is None:
@@ -272,6 +273,7 @@ class _Findings:
         self.check: CheckOutcome | None = None
         self.scanned_through: str | None = None
         self.scan_complete = False
+        self.checked_signature: str | None = None
 
     def done(self) -> PaymentFindings:
         return PaymentFindings(
@@ -284,4 +286,5 @@ class _Findings:
             scan_complete=self.scan_complete,
             observed_at=datetime.now(UTC),
             candidate_at=self.candidate_at,
+            checked_signature=self.checked_signature,
         )

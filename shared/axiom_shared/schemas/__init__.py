@@ -28,10 +28,12 @@ from axiom_shared.schemas.payments import (
     PaymentCreated,
     PaymentFindings,
     PaymentProvisioned,
+    PaymentSeen,
     PaymentStatus,
     PaymentStatusChanged,
     PaymentView,
     Receipt,
+    SeenOutcome,
     VerificationRequested,
 )
 from axiom_shared.schemas.paymob import PaymobTransactionReceived, PaymobTransactionState
@@ -61,6 +63,7 @@ __all__ = [
     "PaymentCreated",
     "PaymentFindings",
     "PaymentProvisioned",
+    "PaymentSeen",
     "PaymentStatus",
     "PaymentStatusChanged",
     "PaymentView",
@@ -68,6 +71,7 @@ __all__ = [
     "PaymobTransactionState",
     "Pubkey",
     "Receipt",
+    "SeenOutcome",
     "StrictModel",
     "TravelClass",
     "Traveler",

@@ -34,6 +34,19 @@ class ChangeSource(StrEnum):
     SWEEPER = "sweeper"
     FULFILMENT = "fulfilment"
     OPERATOR = "operator"
+    #: A transaction carrying the reference reached `confirmed` (display only, never a status).
+    SEEN = "seen"
+
+
+class SeenOutcome(StrEnum):
+    """What became of the transaction shown as seen at `confirmed`, once it is known."""
+
+    #: Never visible at `finalized` after the verifier's redeliveries: dropped or rolled back.
+    NOT_FINALIZED = "not_finalized"
+    #: Finalized, but not a receipt of this payment (failed, credits nothing, ambiguous...).
+    NOT_A_RECEIPT = "not_a_receipt"
+    #: Finalized and counted as a receipt (the amounts and the status say the rest).
+    COUNTED = "counted"
 
 
 PublicId = str
@@ -62,6 +75,14 @@ class PaymentView(StrictModel):
     last_check: str | None = None
     expires_at: datetime
     finalized_at: datetime | None = None
+    #: The latest transaction carrying the reference that reached `confirmed` and looked like
+    #: a receipt then, and when it was seen: shown to the buyer at once ("seen, waiting for
+    #: finality"). Never a status: nothing is decided or fulfilled before `finalized`.
+    seen_signature: TxSignature | None = None
+    seen_at: datetime | None = None
+    #: What became of it, once known: counted (a receipt at `finalized`), never finalized, or
+    #: not a receipt. None while it waits for finality.
+    seen_outcome: SeenOutcome | None = None
     created_at: datetime
     updated_at: datetime
     #: Increases by one with every change a client sees (status or amounts; the SSE `id:`).
@@ -129,6 +150,9 @@ class CreatePaymentInput(Message):
     user_id: str = Field(default="anonymous", pattern=USER_ID_PATTERN)
     #: The payer's wallet: when given, a transaction for it to sign is built.
     account: Pubkey | None = None
+    #: An existing pending payment of this order to build the transaction for (a transaction
+    #: request URL names it): nothing new is created.
+    payment_id: PublicId | None = Field(default=None, pattern=PAYMENT_ID_PATTERN)
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=255)
     #: Who sent the key (the gateway's client identity: the trusted proxy's user, else the
     #: client's address): a key is that caller's alone, never a value from the body.
@@ -147,6 +171,10 @@ class PaymentCreated(StrictModel):
     message: str
     #: Base64 serialized transaction, present when `account` was given.
     transaction: str | None = None
+    #: The Solana Pay transaction request URL of this payment (`solana:<https URL>`), set by
+    #: the gateway when it has a public https origin (wallets fetch transaction requests over
+    #: https only); the transfer URL is the fallback.
+    transaction_request_url: str | None = None
 
 
 class CreatePaymentResult(PaymentCreated, Message):
@@ -258,6 +286,21 @@ class PaymentFindings(Message):
     observed_at: datetime
     #: When the candidate that led here arrived (webhook in), for the delay metric.
     candidate_at: datetime | None = None
+    #: The one signature the candidate asked about, if any (what `check` is about).
+    checked_signature: TxSignature | None = None
+
+
+class PaymentSeen(Message):
+    """A transaction carrying the payment's reference reached `confirmed` and, read then,
+    looks like a receipt. Display only: the payments service shows it (`seen_signature`) and
+    has it checked at `finalized`; it never moves a status or counts money, so a forged or
+    rolled-back one costs nothing but a message saying so."""
+
+    SCHEMA: ClassVar[str] = "verify.seen/1"
+    payment_id: PublicId = Field(pattern=PAYMENT_ID_PATTERN)
+    signature: TxSignature
+    slot: int = Field(ge=0)
+    seen_at: datetime
 
 
 class MatchPaymentsInput(Message):
