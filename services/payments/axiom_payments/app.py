@@ -26,6 +26,7 @@ from axiom_shared.nats import Endpoint, InFlight, JetStreamConsumer, serve
 from axiom_shared.schemas import (
     CreatePaymentInput,
     CreatePaymentResult,
+    Currency,
     GetCatalogInput,
     GetCatalogResult,
     GetPaymentInput,
@@ -102,6 +103,9 @@ def create_app(settings: PaymentsSettings) -> web.Application:
             merchant_wallet=Pubkey.from_string(merchant),
             fee_payer=fee_payer,
             payment_ttl=timedelta(seconds=settings.payment_ttl_seconds),
+            tokens={
+                Currency.USDC: (Pubkey.from_string(settings.usdc_mint), settings.usdc_decimals)
+            },
         )
 
         async def get_payment(request: GetPaymentInput) -> GetPaymentResult:

@@ -29,15 +29,24 @@ from axiom_payments import ledger
 from axiom_payments.catalog import Catalog
 from axiom_payments.ledger import PaymentRow
 from axiom_payments.outbox import OutboxRelay
-from axiom_payments.solana_pay import as_versioned, co_sign, encoded, transfer_transaction
+from axiom_payments.solana_pay import (
+    as_versioned,
+    co_sign,
+    encoded,
+    token_transfer_transaction,
+    transfer_transaction,
+)
 from axiom_shared.db import Database, IntegrityError
 from axiom_shared.errors import ApiError, ErrorDetail, not_found, unavailable
 from axiom_shared.idempotency import fingerprint
 from axiom_shared.logging import current_correlation_id, get_logger
 from axiom_shared.schemas import (
+    SOL_DECIMALS,
+    CatalogItem,
     ChangeSource,
     CreatePaymentInput,
     CreatePaymentResult,
+    Currency,
     PaymentStatus,
 )
 from axiom_shared.solana_pay import transfer_url
@@ -56,6 +65,14 @@ class Creator:
     merchant_wallet: Pubkey
     fee_payer: Keypair | None
     payment_ttl: timedelta
+    #: Currency → (mint, decimals) of each token sold (USDC_MINT, USDC_DECIMALS).
+    tokens: dict[Currency, tuple[Pubkey, int]]
+
+    def _mint(self, item: CatalogItem) -> tuple[Pubkey | None, int]:
+        """The item's mint (None for SOL) and decimals."""
+        if item.currency is Currency.SOL:
+            return None, SOL_DECIMALS
+        return self.tokens[item.currency]
 
     @property
     def held_keys(self) -> frozenset[str]:
@@ -86,19 +103,35 @@ class Creator:
         reference = Keypair().pubkey()  # only its public key is ever needed
         now = datetime.now(UTC)
         message = f"{item.label} (payment {public_id})"
+        mint, decimals = self._mint(item)
         transaction: str | None = None
         expected_signature: str | None = None
         if request.account is not None:
             blockhash = await self._recent_blockhash()
-            tx = transfer_transaction(
-                payer=Pubkey.from_string(request.account),
-                recipient=self.merchant_wallet,
-                lamports=item.amount_lamports,
-                reference=reference,
-                memo=public_id,
-                blockhash=blockhash,
-                fee_payer=self.fee_payer.pubkey() if self.fee_payer else None,
-            )
+            fee_payer = self.fee_payer.pubkey() if self.fee_payer else None
+            payer = Pubkey.from_string(request.account)
+            if mint is None:
+                tx = transfer_transaction(
+                    payer=payer,
+                    recipient=self.merchant_wallet,
+                    lamports=item.amount,
+                    reference=reference,
+                    memo=public_id,
+                    blockhash=blockhash,
+                    fee_payer=fee_payer,
+                )
+            else:
+                tx = token_transfer_transaction(
+                    payer=payer,
+                    recipient=self.merchant_wallet,
+                    mint=mint,
+                    decimals=decimals,
+                    amount=item.amount,
+                    reference=reference,
+                    memo=public_id,
+                    blockhash=blockhash,
+                    fee_payer=fee_payer,
+                )
             if self.fee_payer is not None:
                 # Simulated unsigned: a transaction that would fail is never signed.
                 await self._must_succeed(tx)
@@ -111,7 +144,8 @@ class Creator:
             order_id=item.order_id,
             user_id=request.user_id,
             reference_key=str(reference),
-            amount_lamports=item.amount_lamports,
+            # In the item's currency's smallest unit (the column's first name, see ledger).
+            amount_lamports=item.amount,
             received_lamports=0,
             refund_due_lamports=0,
             recipient=str(self.merchant_wallet),
@@ -128,23 +162,32 @@ class Creator:
             updated_at=now,
             scan_cursor=None,
             scanned_at=None,
+            currency=item.currency,
+            mint=str(mint) if mint else None,
+            decimals=decimals,
         )
         result = CreatePaymentResult(
             payment_id=public_id,
             reference=row.reference_key,
             recipient=row.recipient,
-            amount_lamports=row.amount_lamports,
+            amount_lamports=item.amount_lamports,
             transfer_url=transfer_url(
                 row.recipient,
-                item.amount_lamports,
+                item.amount,
                 row.reference_key,
                 item.label,
                 message,
                 public_id,
+                spl_token=row.mint,
+                decimals=decimals,
             ),
             expires_at=row.expires_at,
             message=message,
             transaction=transaction,
+            currency=item.currency,
+            mint=row.mint,
+            decimals=decimals,
+            amount=item.amount,
         )
         extra = []
         if request.idempotency_key:

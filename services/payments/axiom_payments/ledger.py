@@ -1,7 +1,9 @@
 """The payments ledger: the one module that reads and writes the payments DB.
 
-- Typed rows (`PaymentRow`, `ReceiptRow`): every amount is an `int` of lamports and every
-  status a `PaymentStatus`, checked by mypy, never a `dict[str, Any]`.
+- Typed rows (`PaymentRow`, `ReceiptRow`): every amount is an `int` in the smallest unit of
+  the payment's `currency` (lamports for SOL, base units for a token: the `*_lamports`
+  columns kept their first names, migration 0006) and every status a `PaymentStatus`,
+  checked by mypy, never a `dict[str, Any]`.
 - `TRANSITIONS` is the lifecycle of DESIGN.md ("Payment lifecycle"), the only place a status
   can move; `record_change` refuses anything else.
 - `record_change` is the one way a payment changes: the change as ONE conditional UPDATE
@@ -24,7 +26,9 @@ from typing import Any
 from axiom_payments.events import OutgoingEvent, status_event
 from axiom_shared.db import Database, Statement
 from axiom_shared.schemas import (
+    SOL_DECIMALS,
     ChangeSource,
+    Currency,
     Observation,
     PaymentStatus,
     PaymentStatusChanged,
@@ -91,6 +95,11 @@ class PaymentRow:
     updated_at: datetime
     scan_cursor: str | None
     scanned_at: datetime | None
+    #: What it is priced and paid in; the amounts above are in its smallest unit.
+    currency: Currency = Currency.SOL
+    #: The token's mint; None for SOL.
+    mint: str | None = None
+    decimals: int = SOL_DECIMALS
 
     @classmethod
     def from_db(cls, row: dict[str, Any]) -> PaymentRow:
@@ -117,16 +126,32 @@ class PaymentRow:
             updated_at=datetime.fromisoformat(row["updated_at"]),
             scan_cursor=row["scan_cursor"],
             scanned_at=_time(row["scanned_at"]),
+            currency=Currency(row["currency"]),
+            mint=row["mint"],
+            decimals=int(row["decimals"]),
         )
 
+    @property
+    def in_lamports(self) -> bool:
+        return self.mint is None
+
     def view(self) -> PaymentView:
+        # The `*_lamports` fields carry lamports only: a token payment shows 0 there, so no
+        # client can read USDC base units as lamports.
+        lamports = 1 if self.in_lamports else 0
         return PaymentView(
             payment_id=self.public_id,
             status=self.status,
             order_id=self.order_id,
-            amount_lamports=self.amount_lamports,
-            received_lamports=self.received_lamports,
-            refund_due_lamports=self.refund_due_lamports,
+            amount_lamports=self.amount_lamports * lamports,
+            received_lamports=self.received_lamports * lamports,
+            refund_due_lamports=self.refund_due_lamports * lamports,
+            currency=self.currency,
+            mint=self.mint,
+            decimals=self.decimals,
+            amount=self.amount_lamports,
+            received=self.received_lamports,
+            refund_due=self.refund_due_lamports,
             recipient=self.recipient,
             reference=self.reference_key,
             tx_signature=self.tx_signature,
@@ -185,7 +210,7 @@ _PAYMENT_COLUMNS = (
     "id, public_id, order_id, user_id, reference_key, amount_lamports, received_lamports,"
     " refund_due_lamports, recipient, status, tx_signature, expected_signature, failure_reason,"
     " last_check, version, correlation_id, expires_at, finalized_at, created_at, updated_at,"
-    " scan_cursor, scanned_at"
+    " scan_cursor, scanned_at, currency, mint, decimals"
 )
 
 
@@ -289,7 +314,7 @@ async def refunds_due(db: Database, limit: int) -> list[dict[str, Any]]:
     """Payments owing money back, with the receipts that brought it in."""
     payments = await db.fetch_all(
         "SELECT id, public_id, status, order_id, amount_lamports, received_lamports,"
-        " refund_due_lamports, tx_signature, updated_at FROM payments"
+        " refund_due_lamports, tx_signature, updated_at, currency, mint FROM payments"
         " WHERE refund_due_lamports > 0 ORDER BY updated_at LIMIT ?",
         [limit],
     )
@@ -301,6 +326,9 @@ async def refunds_due(db: Database, limit: int) -> list[dict[str, Any]]:
                 "payment_id": payment["public_id"],
                 "status": payment["status"],
                 "order_id": payment["order_id"],
+                # Amounts in the currency's smallest unit (lamports for SOL).
+                "currency": payment["currency"],
+                "mint": payment["mint"],
                 "amount_lamports": str(payment["amount_lamports"]),
                 "received_lamports": str(payment["received_lamports"]),
                 "refund_due_lamports": str(payment["refund_due_lamports"]),
@@ -419,8 +447,8 @@ def _insert_payment(new: PaymentRow) -> Statement:
     return (
         "INSERT INTO payments (public_id, order_id, user_id, reference_key, amount_lamports,"
         " received_lamports, refund_due_lamports, recipient, status, expected_signature,"
-        " version, expires_at, created_at, updated_at, correlation_id)"
-        " VALUES (?, ?, ?, ?, ?, 0, 0, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " version, expires_at, created_at, updated_at, correlation_id, currency, mint,"
+        " decimals) VALUES (?, ?, ?, ?, ?, 0, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
             new.public_id,
             new.order_id,
@@ -435,6 +463,9 @@ def _insert_payment(new: PaymentRow) -> Statement:
             stamp(new.created_at),
             stamp(new.updated_at),
             new.correlation_id,
+            new.currency.value,
+            new.mint,
+            new.decimals,
         ],
     )
 

@@ -183,7 +183,8 @@ class Lifecycle:
             self._count(observations, [])
             return row.status
         new = self._counted(row, [*existing, *fresh], now, findings.observed_at)
-        reason = f"{len(fresh)} receipt(s): +{sum(r.amount_lamports for r in fresh)} lamports"
+        unit = "lamports" if row.in_lamports else f"{row.currency.value} base units"
+        reason = f"{len(fresh)} receipt(s): +{sum(r.amount_lamports for r in fresh)} {unit}"
         extra = [ledger.receipt_insert(row.id, receipt, now) for receipt in fresh]
         if not await self.commit(
             row, new, source=findings.source, reason=reason, extra=extra, after=after
@@ -248,8 +249,11 @@ class Lifecycle:
                 order_id=new.order_id,
                 user_id=new.user_id,
                 tx_signature=new.tx_signature,
-                amount_lamports=new.amount_lamports,
+                amount_lamports=new.amount_lamports if new.in_lamports else 0,
                 provisioned_at=now,
+                currency=new.currency,
+                mint=new.mint,
+                amount=new.amount_lamports,
             )
             return [
                 ledger.entitlement_insert(new, now),

@@ -6,6 +6,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 
 from axiom_shared.schemas import Pubkey
 from axiom_shared.settings import ServiceSettings
+from axiom_shared.spl_token import MAINNET_USDC_MINT, USDC_DECIMALS
 
 #: A development merchant address (from a public seed: it must never hold real funds). Used
 #: only with ENVIRONMENT=development; anywhere else MERCHANT_WALLET must be set.
@@ -38,6 +39,10 @@ class PaymentsSettings(ServiceSettings):
     #: Optional merchant fee-payer key (base58 or a JSON byte array): when set, transaction
     #: requests are co-signed by the merchant, so the customer needs no SOL for fees.
     solana_private_key: SecretStr | None = None
+    #: The SPL token sold as USDC (catalogue items with `"currency": "USDC"`): Circle's
+    #: mainnet mint by default; `make run` and the tests use the sandbox's test mint.
+    usdc_mint: Pubkey = MAINNET_USDC_MINT
+    usdc_decimals: int = Field(default=USDC_DECIMALS, ge=0, le=18)
     #: The catalogue file; unset → the one shipped with the service.
     catalog_path: str | None = None
     payment_ttl_seconds: int = Field(default=900, ge=1, le=86400)

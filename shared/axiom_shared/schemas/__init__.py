@@ -8,14 +8,24 @@ from axiom_shared.schemas.amadeus import (
     TravelClass,
     Traveler,
 )
-from axiom_shared.schemas.base import Lamports, Message, Pubkey, StrictModel, TxSignature, utcnow
+from axiom_shared.schemas.base import (
+    BaseUnits,
+    Lamports,
+    Message,
+    Pubkey,
+    StrictModel,
+    TxSignature,
+    utcnow,
+)
 from axiom_shared.schemas.payments import (
     FINAL_STATUSES,
+    SOL_DECIMALS,
     CatalogItem,
     ChangeSource,
     CheckOutcome,
     CreatePaymentInput,
     CreatePaymentResult,
+    Currency,
     GetCatalogInput,
     GetCatalogResult,
     GetPaymentInput,
@@ -38,11 +48,14 @@ from axiom_shared.schemas.paymob import PaymobTransactionReceived, PaymobTransac
 
 __all__ = [
     "FINAL_STATUSES",
+    "SOL_DECIMALS",
+    "BaseUnits",
     "CatalogItem",
     "ChangeSource",
     "CheckOutcome",
     "CreatePaymentInput",
     "CreatePaymentResult",
+    "Currency",
     "FlightBookInput",
     "FlightBookResult",
     "FlightSearchInput",

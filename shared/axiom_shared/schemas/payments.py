@@ -6,9 +6,16 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, ClassVar
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from axiom_shared.schemas.base import Lamports, Message, Pubkey, StrictModel, TxSignature
+from axiom_shared.schemas.base import (
+    BaseUnits,
+    Lamports,
+    Message,
+    Pubkey,
+    StrictModel,
+    TxSignature,
+)
 from axiom_shared.wire import ORDER_ID_PATTERN, PAYMENT_ID_PATTERN, USER_ID_PATTERN
 
 
@@ -39,18 +46,43 @@ class ChangeSource(StrEnum):
 PublicId = str
 
 
+class Currency(StrEnum):
+    """What a payment is priced and paid in. SOL counts lamports; a token (USDC) counts its
+    base units of the configured mint (`USDC_MINT`, `USDC_DECIMALS`)."""
+
+    SOL = "SOL"
+    USDC = "USDC"
+
+
+#: Lamports per SOL: SOL's decimals.
+SOL_DECIMALS = 9
+
+
 class PaymentView(StrictModel):
     """What `check-status` returns and what each SSE event carries."""
 
     payment_id: PublicId
     status: PaymentStatus
     order_id: str
+    #: The price in lamports; 0 for a payment priced in a token (see `currency`, `amount`).
     amount_lamports: Lamports
-    #: Everything the payment's receipts credited the merchant, in all.
+    #: Everything the payment's receipts credited the merchant, in all (lamports; 0 for a
+    #: token payment, see `received`).
     received_lamports: Lamports = 0
     #: Money to give back: beyond the price, or all of it when the payment was not completed
-    #: (expired or failed). Never lost, never silent.
+    #: (expired or failed). Never lost, never silent. (Lamports; 0 for a token payment, see
+    #: `refund_due`.)
     refund_due_lamports: Lamports = 0
+    #: The payment's currency; every amount below is in its smallest unit.
+    currency: Currency = Currency.SOL
+    #: The SPL token's mint; None for SOL.
+    mint: Pubkey | None = None
+    #: Decimals of the currency (9 for SOL, 6 for USDC): amount / 10^decimals is the price.
+    decimals: int = Field(default=SOL_DECIMALS, ge=0, le=18)
+    #: The price, received and refund due in the currency's base units (for every currency).
+    amount: BaseUnits = 0
+    received: BaseUnits = 0
+    refund_due: BaseUnits = 0
     recipient: Pubkey
     reference: Pubkey
     #: The receipt whose amount, in chain order, first brought the total to the price.
@@ -82,8 +114,12 @@ class PaymentProvisioned(Message):
     order_id: str
     user_id: str
     tx_signature: TxSignature
+    #: The price in lamports; 0 for a token payment (see `currency`, `amount`).
     amount_lamports: Lamports
     provisioned_at: datetime
+    currency: Currency = Currency.SOL
+    mint: Pubkey | None = None
+    amount: BaseUnits = 0
 
 
 class GetPaymentInput(Message):
@@ -106,12 +142,38 @@ OrderId = str
 
 
 class CatalogItem(StrictModel):
-    """Something that can be bought; the server alone sets its price."""
+    """Something that can be bought; the server alone sets its price: `amount_lamports` for
+    an item priced in SOL, or `currency` USDC and `amount` (the token's base units)."""
 
     order_id: OrderId = Field(pattern=ORDER_ID_PATTERN)
     label: str = Field(min_length=1, max_length=120)
     icon: str = Field(min_length=1, max_length=512)
-    amount_lamports: Lamports = Field(gt=0)
+    currency: Currency = Currency.SOL
+    #: The SOL price; 0 (or absent) for a token-priced item.
+    amount_lamports: Lamports = 0
+    #: The price in the currency's base units (filled from `amount_lamports` for SOL).
+    amount: BaseUnits = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_price(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        currency = data.get("currency", Currency.SOL)
+        lamports, amount = data.get("amount_lamports"), data.get("amount")
+        if currency == Currency.SOL:
+            if lamports is None or (amount is not None and str(amount) != str(lamports)):
+                raise ValueError("a SOL item needs amount_lamports (and amount, if given, equal)")
+            return {**data, "amount": lamports}
+        if amount is None or str(lamports or 0) != "0":
+            raise ValueError("a token item needs amount (base units) and no amount_lamports")
+        return {**data, "amount_lamports": 0}
+
+    @model_validator(mode="after")
+    def _positive(self) -> CatalogItem:
+        if self.amount <= 0:
+            raise ValueError("the price must be more than 0")
+        return self
 
 
 class GetCatalogInput(Message):
@@ -141,12 +203,19 @@ class PaymentCreated(StrictModel):
     payment_id: PublicId
     reference: Pubkey
     recipient: Pubkey
+    #: The price in lamports; 0 for a token payment (see `currency`, `amount`).
     amount_lamports: Lamports
     transfer_url: str
     expires_at: datetime
     message: str
     #: Base64 serialized transaction, present when `account` was given.
     transaction: str | None = None
+    currency: Currency = Currency.SOL
+    #: The SPL token's mint (the transfer URL's `spl-token`); None for SOL.
+    mint: Pubkey | None = None
+    decimals: int = Field(default=SOL_DECIMALS, ge=0, le=18)
+    #: The price in the currency's base units.
+    amount: BaseUnits = 0
 
 
 class CreatePaymentResult(PaymentCreated, Message):
@@ -193,7 +262,9 @@ class CheckOutcome(StrEnum):
 
 class Receipt(StrictModel):
     """A finalized, error-free transaction carrying the payment's reference (and no other
-    payment's) that credits the merchant wallet `amount_lamports` > 0."""
+    payment's) that credits the merchant wallet `amount_lamports` > 0. For a token payment
+    the amount is the rise of the merchant's token account for the payment's mint, in base
+    units (the field keeps its first name: additive changes only)."""
 
     signature: TxSignature
     slot: int = Field(ge=0)
@@ -211,7 +282,8 @@ class Observation(StrictModel):
     signature: TxSignature
     reason: ObservationReason
     slot: int | None = Field(default=None, ge=0)
-    #: What it credited the merchant (an ambiguous transaction's credit is owed back).
+    #: What it credited the merchant (an ambiguous transaction's credit is owed back), in the
+    #: payment's currency's base units.
     amount_lamports: Lamports | None = None
     payer: Pubkey | None = None
 
