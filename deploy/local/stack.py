@@ -47,6 +47,9 @@ DEFAULTS = {
     "TURSO_DB_URL": f"file:{VAR / 'payments.db'}",
     "BOOKINGS_DB_URL": f"file:{VAR / 'bookings.db'}",
     "SOLANA_RPC_URL": "http://127.0.0.1:8899",
+    # The Solana sandbox's test USDC mint (`sandbox.solana.tokens.SANDBOX_USDC_MINT`, from a
+    # public seed): USDC items are paid in it locally.
+    "USDC_MINT": "Fffsmmww5vM11qFBorU9XziRoK72VDzC9nWiojq6JBpe",
     "AMADEUS_BASE_URL": "http://127.0.0.1:8890",
     "LOG_JSON": "false",
     # A local stack on sandboxes: development (a development merchant address is allowed).

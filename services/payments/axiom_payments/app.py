@@ -117,7 +117,7 @@ def create_app(settings: PaymentsSettings) -> web.Application:
             )
 
         async def get_catalog(_request: GetCatalogInput) -> GetCatalogResult:
-            return GetCatalogResult(items=app[catalog_key].items)
+            return GetCatalogResult(items=creator.priced_items())
 
         async def create_payment(request: CreatePaymentInput) -> CreatePaymentResult:
             return await creator.create(request)

@@ -68,6 +68,16 @@ class Creator:
     #: Currency → (mint, decimals) of each token sold (USDC_MINT, USDC_DECIMALS).
     tokens: dict[Currency, tuple[Pubkey, int]]
 
+    def priced_items(self) -> list[CatalogItem]:
+        """The catalogue with each item's currency spelled out (mint, decimals)."""
+        items = []
+        for item in self.catalog.items:
+            mint, decimals = self._mint(item)
+            items.append(
+                item.model_copy(update={"mint": str(mint) if mint else None, "decimals": decimals})
+            )
+        return items
+
     def _mint(self, item: CatalogItem) -> tuple[Pubkey | None, int]:
         """The item's mint (None for SOL) and decimals."""
         if item.currency is Currency.SOL:

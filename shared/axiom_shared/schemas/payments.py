@@ -153,6 +153,10 @@ class CatalogItem(StrictModel):
     amount_lamports: Lamports = 0
     #: The price in the currency's base units (filled from `amount_lamports` for SOL).
     amount: BaseUnits = 0
+    #: The currency's decimals and mint (None for SOL), as the payments service configures
+    #: them (USDC_MINT, USDC_DECIMALS); set when it serves the catalogue, not in the file.
+    decimals: int | None = Field(default=None, ge=0, le=18)
+    mint: Pubkey | None = None
 
     @model_validator(mode="before")
     @classmethod

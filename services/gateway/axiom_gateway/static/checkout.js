@@ -11,11 +11,20 @@
   let watcher = null;
   let current = null; // { item, payment }
 
-  function sol(lamports) {
-    const digits = String(lamports).padStart(10, "0");
-    const whole = digits.slice(0, -9).replace(/^0+(?=\d)/, "");
-    const frac = digits.slice(-9).replace(/0+$/, "");
+  // An amount in base units (lamports, or a token's) as a decimal, exactly (no floats).
+  function units(amount, decimals) {
+    const places = decimals === undefined ? 9 : decimals;
+    const digits = String(amount).padStart(places + 1, "0");
+    const whole = places ? digits.slice(0, -places).replace(/^0+(?=\d)/, "") : digits;
+    const frac = places ? digits.slice(-places).replace(/0+$/, "") : "";
     return frac ? `${whole}.${frac}` : whole;
+  }
+
+  // The price in the item's (or payment's) own currency: "0.1 SOL", "5 USDC".
+  function price(priced) {
+    const currency = priced.currency || "SOL";
+    const amount = currency === "SOL" ? priced.amount_lamports : priced.amount;
+    return `${units(amount, priced.decimals)} ${currency}`;
   }
 
   async function api(method, path, body) {
@@ -51,10 +60,10 @@
         li.dataset.orderId = item.order_id;
         const text = document.createElement("span");
         text.textContent = item.label;
-        const price = document.createElement("span");
-        price.className = "price";
-        price.textContent = `${sol(item.amount_lamports)} SOL`;
-        text.append(price);
+        const priceTag = document.createElement("span");
+        priceTag.className = "price";
+        priceTag.textContent = price(item);
+        text.append(priceTag);
         const button = document.createElement("button");
         button.type = "button";
         button.textContent = "Buy";
@@ -88,7 +97,7 @@
     $("checkout").hidden = false;
     $("checkout").dataset.paymentId = payment.payment_id;
     $("pay-label").textContent = item.label;
-    $("pay-amount").textContent = sol(payment.amount_lamports);
+    $("pay-amount").textContent = price(payment);
     const qs = new URLSearchParams({ url: payment.transfer_url });
     $("qr").src = `/api/pay/qr/${encodeURIComponent(payment.payment_id)}?${qs}`;
     $("pay-link").href = payment.transfer_url;
