@@ -23,4 +23,5 @@ pytest_plugins = [
     "tests.fixtures.services",
     "tests.fixtures.system",
     "tests.fixtures.notifier",
+    "tests.fixtures.stack",
 ]

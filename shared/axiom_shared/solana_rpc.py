@@ -115,6 +115,15 @@ class SolanaRpc:
         except (KeyError, TypeError, AttributeError) as exc:
             raise RpcUnavailable(f"simulateTransaction: unexpected shape ({exc!r})") from exc
 
+    async def send(self, tx: VersionedTransaction) -> str:
+        """Submit a signed transaction (preflight at `confirmed`); its signature."""
+        wire = base64.b64encode(bytes(tx)).decode()
+        config = {"encoding": "base64", "preflightCommitment": "confirmed"}
+        result = await self._call("sendTransaction", [wire, config])
+        if not isinstance(result, str):
+            raise RpcUnavailable("sendTransaction: malformed answer")
+        return result
+
     async def transaction(self, signature: str) -> FinalizedTransaction | None:
         result = await self._call(
             "getTransaction",

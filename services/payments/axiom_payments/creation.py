@@ -67,6 +67,8 @@ class Creator:
     payment_ttl: timedelta
     #: Currency → (mint, decimals) of each token sold (USDC_MINT, USDC_DECIMALS).
     tokens: dict[Currency, tuple[Pubkey, int]]
+    #: The hot-wallet refund key's wallet (REFUND_PRIVATE_KEY), when there is one.
+    refund_wallet: Pubkey | None = None
 
     def priced_items(self) -> list[CatalogItem]:
         """The catalogue with each item's currency spelled out (mint, decimals)."""
@@ -90,6 +92,8 @@ class Creator:
         keys = {str(self.merchant_wallet)}
         if self.fee_payer is not None:
             keys.add(str(self.fee_payer.pubkey()))
+        if self.refund_wallet is not None:
+            keys.add(str(self.refund_wallet))
         return frozenset(keys)
 
     async def create(self, request: CreatePaymentInput) -> CreatePaymentResult:

@@ -21,7 +21,13 @@ from datetime import UTC, datetime, timedelta
 from nats.aio.msg import Msg
 
 from axiom_payments import ledger
-from axiom_payments.accounting import COMPLETED, completion_deadline, refund_due, settle
+from axiom_payments.accounting import (
+    COMPLETED,
+    completion_deadline,
+    refund_due,
+    refund_state,
+    settle,
+)
 from axiom_payments.catalog import Catalog
 from axiom_payments.events import provisioned_event
 from axiom_payments.ledger import PaymentRow, ReceiptRow
@@ -42,6 +48,8 @@ from axiom_shared.schemas import (
     PaymentFindings,
     PaymentProvisioned,
     PaymentStatus,
+    RefundLanding,
+    RefundStatus,
 )
 
 log = get_logger(__name__)
@@ -136,6 +144,10 @@ class Lifecycle:
             raise RuntimeError(f"payment {findings.payment_id} kept changing; will retry")
         if status is P.VERIFIED:
             await self.provision(findings.payment_id)
+        for landing in findings.refund_landings:
+            await self.close_refund(
+                findings.payment_id, landing.refund_id, landing, findings.source
+            )
         if findings.source == ChangeSource.WEBHOOK and findings.candidate_at is not None:
             delay = (datetime.now(UTC) - findings.candidate_at).total_seconds()
             WEBHOOK_DELAY_SECONDS.labels(provider="helius").observe(max(delay, 0.0))
@@ -218,6 +230,7 @@ class Lifecycle:
         elif crossing is not None and status in COMPLETED:
             # A receipt earlier in chain order, delivered late, is the one that paid.
             paid_by = crossing.signature
+        due = refund_due(status, row.amount_lamports, settlement.received, row.refunded)
         return ledger.changed(
             row,
             now,
@@ -226,7 +239,8 @@ class Lifecycle:
             failure_reason=failure,
             finalized_at=finalized_at,
             received_lamports=settlement.received,
-            refund_due_lamports=refund_due(status, row.amount_lamports, settlement.received),
+            refund_due_lamports=due,
+            refund_status=refund_state(due, row.refunded, row.refund_open),
             last_check=None if status != row.status else row.last_check,
         )
 
@@ -236,6 +250,61 @@ class Lifecycle:
             PAYMENT_OBSERVATIONS.labels(reason=observation.reason.value).inc()
         if receipts:
             PAYMENT_RECEIPTS.inc(len(receipts))
+
+    # --- refunds -------------------------------------------------------------------------------
+
+    async def close_refund(
+        self,
+        payment_id: str,
+        refund_id: str,
+        landing: RefundLanding | None,
+        source: ChangeSource,
+    ) -> bool:
+        """Land (`landing` given) or expire (None) one refund request, once: the refund's status
+        and the payment's amounts and refund status change in one batch, conditional on both."""
+        for _ in range(ATTEMPTS):
+            row = await ledger.get_payment(self.db, payment_id)
+            refund = await ledger.get_refund(self.db, refund_id)
+            if row is None or refund is None or refund.payment_row_id != row.id:
+                return False
+            if refund.status is RefundStatus.REFUNDED:
+                return False  # landed already: a redelivery, a second source, a replay
+            if landing is None and refund.status is not RefundStatus.REQUESTED:
+                return False
+            now = datetime.now(UTC)
+            # Open afterwards: another request of the payment (this one was expired) is open.
+            still_open = row.refund_open and refund.status is not RefundStatus.REQUESTED
+            refunded = row.refunded + (refund.amount if landing else 0)
+            due = refund_due(row.status, row.amount_lamports, row.received_lamports, refunded)
+            new = ledger.changed(
+                row,
+                now,
+                refunded=refunded,
+                refund_due_lamports=due,
+                refund_status=refund_state(due, refunded, still_open),
+            )
+            if landing is None:
+                reason = f"refund {refund_id} expired: never landed, {due} due again"
+                closing = ledger.refund_closed(refund, RefundStatus.EXPIRED, now)
+            else:
+                reason = f"refund {refund_id} landed: {landing.signature}"
+                closing = ledger.refund_closed(
+                    refund, RefundStatus.REFUNDED, now, landing.signature, landing.slot
+                )
+            try:
+                committed = await self.commit(
+                    row, new, source=source, reason=reason, extra=[closing]
+                )
+            except IntegrityError:
+                # The signature already landed another refund: one transaction refunds once.
+                log.warning(
+                    "refund landing refused", refund_id=refund_id, reason="signature reused"
+                )
+                return False
+            if committed:
+                log.info("refund closed", refund_id=refund_id, payment_id=payment_id, reason=reason)
+                return True
+        raise RuntimeError(f"payment {payment_id} kept changing; will retry")
 
     # --- the other moves ---------------------------------------------------------------------
 
@@ -279,14 +348,7 @@ class Lifecycle:
             allowed=frozenset({P.PENDING}),
             source=source,
             reason=reason,
-            make=lambda row, now: ledger.changed(
-                row,
-                now,
-                status=P.EXPIRED,
-                refund_due_lamports=refund_due(
-                    P.EXPIRED, row.amount_lamports, row.received_lamports
-                ),
-            ),
+            make=lambda row, now: _with_refund_due(row, now, P.EXPIRED),
         )
 
     async def cancel(self, public_id: str, reason: str) -> PaymentRow | None:
@@ -296,11 +358,20 @@ class Lifecycle:
             allowed=frozenset({P.PENDING, P.EXPIRED}),
             source=ChangeSource.OPERATOR,
             reason=reason,
-            make=lambda row, now: ledger.changed(
-                row,
-                now,
-                status=P.FAILED,
-                failure_reason="cancelled",
-                refund_due_lamports=row.received_lamports,
-            ),
+            make=lambda row, now: _with_refund_due(row, now, P.FAILED, failure_reason="cancelled"),
         )
+
+
+def _with_refund_due(
+    row: PaymentRow, now: datetime, status: PaymentStatus, **changes: str
+) -> PaymentRow:
+    """`row` moved to `status`, with what it then owes back (less what was refunded)."""
+    due = refund_due(status, row.amount_lamports, row.received_lamports, row.refunded)
+    return ledger.changed(
+        row,
+        now,
+        status=status,
+        refund_due_lamports=due,
+        refund_status=refund_state(due, row.refunded, row.refund_open),
+        **changes,
+    )

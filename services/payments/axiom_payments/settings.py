@@ -43,6 +43,21 @@ class PaymentsSettings(ServiceSettings):
     #: mainnet mint by default; `make run` and the tests use the sandbox's test mint.
     usdc_mint: Pubkey = MAINNET_USDC_MINT
     usdc_decimals: int = Field(default=USDC_DECIMALS, ge=0, le=18)
+    #: Refund requests never landed expire after this (then the money is due again); one paid
+    #: later is still seen and counted within EXPIRED_LOOKBACK_SECONDS.
+    refund_ttl_seconds: int = Field(default=3600, ge=60, le=7 * 86400)
+    #: Hot-wallet refunds (off by default): the key of a wallet the payments service signs
+    #: refunds from by itself (base58 or a JSON byte array; or REFUND_PRIVATE_KEY_FILE). Keep
+    #: it a small float wallet, never the merchant's main one. Unset: every refund is a request
+    #: the merchant's own wallet signs.
+    refund_private_key: SecretStr | None = None
+    #: Hot-wallet caps, per currency, in base units: per refund and per 24 h (requested or
+    #: landed hot-wallet refunds count). 0.1 SOL and 100 USDC per refund, 1 SOL and 1,000 USDC
+    #: a day by default.
+    refund_max_lamports: int = Field(default=100_000_000, ge=0)
+    refund_daily_max_lamports: int = Field(default=1_000_000_000, ge=0)
+    refund_max_usdc: int = Field(default=100_000_000, ge=0)
+    refund_daily_max_usdc: int = Field(default=1_000_000_000, ge=0)
     #: The catalogue file; unset → the one shipped with the service.
     catalog_path: str | None = None
     payment_ttl_seconds: int = Field(default=900, ge=1, le=86400)

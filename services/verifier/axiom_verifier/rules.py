@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 from solders.pubkey import Pubkey
 
-from axiom_shared.schemas import ObservationReason, PaymentView
+from axiom_shared.schemas import ObservationReason, PaymentView, RefundView
 from axiom_shared.solana_rpc import FinalizedTransaction
 from axiom_shared.spl_token import associated_token_address, token_changes
 
@@ -109,3 +109,22 @@ def judge(
         # As Solana Pay's validateTransfer: the recipient's balance must rise.
         return Judgement(ObservationReason.NO_CREDIT, credit)
     return Judgement(None, credit)
+
+
+def refund_landed(
+    refund: RefundView, tx: FinalizedTransaction, *, block_time: datetime, clock_skew: timedelta
+) -> bool:
+    """A refund request's transfer: finalized without error, carrying the refund's reference,
+    not older than the request, moving at least its amount (in its currency) out of the
+    sender's account and into the recipient's. Anything else did not give the money back."""
+    if refund.reference not in tx.account_keys or tx.err is not None:
+        return False
+    if block_time < refund.created_at - clock_skew:
+        return False
+    if refund.mint is None:
+        got = merchant_credit(tx, refund.recipient).lamports
+        gave = merchant_credit(tx, refund.sender).lamports
+    else:
+        got = merchant_token_credit(tx, refund.recipient, refund.mint).lamports
+        gave = merchant_token_credit(tx, refund.sender, refund.mint).lamports
+    return got >= refund.amount and gave <= -refund.amount

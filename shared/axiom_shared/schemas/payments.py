@@ -46,6 +46,17 @@ class ChangeSource(StrEnum):
 PublicId = str
 
 
+class RefundState(StrEnum):
+    """A payment's refund, as every client sees it (`refund_status`)."""
+
+    #: Money is owed back and no request for it is open.
+    REFUND_DUE = "refund_due"
+    #: A refund request is open (its transfer may land any moment).
+    REFUND_REQUESTED = "refund_requested"
+    #: Everything owed was given back.
+    REFUNDED = "refunded"
+
+
 class Currency(StrEnum):
     """What a payment is priced and paid in. SOL counts lamports; a token (USDC) counts its
     base units of the configured mint (`USDC_MINT`, `USDC_DECIMALS`)."""
@@ -83,6 +94,11 @@ class PaymentView(StrictModel):
     amount: BaseUnits = 0
     received: BaseUnits = 0
     refund_due: BaseUnits = 0
+    #: Given back so far (refunds landed at finalized), in the currency's base units.
+    refunded: BaseUnits = 0
+    #: Where the money owed back stands: refund_due → refund_requested → refunded (None:
+    #: nothing was ever owed).
+    refund_status: RefundState | None = None
     recipient: Pubkey
     reference: Pubkey
     #: The receipt whose amount, in chain order, first brought the total to the price.
@@ -122,6 +138,50 @@ class PaymentProvisioned(Message):
     amount: BaseUnits = 0
 
 
+class RefundStatus(StrEnum):
+    """One refund request's own status."""
+
+    REQUESTED = "requested"
+    REFUNDED = "refunded"
+    #: Never landed before its expiry: the payment's money is owed again (ask again).
+    EXPIRED = "expired"
+
+
+class RefundMode(StrEnum):
+    #: A transfer request the merchant's own wallet signs (no key in the service).
+    WALLET = "wallet"
+    #: Signed and sent by the payments service with REFUND_PRIVATE_KEY, within its caps.
+    HOT_WALLET = "hot_wallet"
+
+
+class RefundView(StrictModel):
+    """A refund request: a Solana Pay transfer request from `sender` to `recipient` (the
+    account that paid) with its own fresh `reference`."""
+
+    refund_id: PublicId
+    payment_id: PublicId
+    status: RefundStatus
+    mode: RefundMode
+    amount: BaseUnits = Field(gt=0)
+    currency: Currency
+    mint: Pubkey | None = None
+    decimals: int = Field(ge=0, le=18)
+    recipient: Pubkey
+    sender: Pubkey
+    reference: Pubkey
+    #: `solana:<recipient>?amount=...&reference=...` for the sender's wallet (URL or QR).
+    transfer_url: str
+    #: The transaction that landed it (set once refunded).
+    signature: TxSignature | None = None
+    expected_signature: TxSignature | None = None
+    requested_by: str
+    reason: str | None = None
+    expires_at: datetime
+    created_at: datetime
+    updated_at: datetime
+    refunded_at: datetime | None = None
+
+
 class GetPaymentInput(Message):
     SCHEMA: ClassVar[str] = "payments.get.input/1"
     payment_id: PublicId = Field(pattern=PAYMENT_ID_PATTERN)
@@ -136,6 +196,9 @@ class GetPaymentResult(Message):
     #: The newest signature the last complete scan of its reference saw (the verifier reads
     #: only what is newer).
     scan_cursor: TxSignature | None = None
+    #: Its refund requests still watched on chain (requested, or expired within the
+    #: lookback): the verifier scans their references too.
+    refunds: list[RefundView] = Field(default_factory=list)
 
 
 OrderId = str
@@ -255,6 +318,32 @@ class ObservationReason(StrEnum):
     SIGNATURE_ALREADY_COUNTED = "signature_already_counted"
 
 
+class RequestRefundInput(Message):
+    """An operator asks to give back what a payment has due (all of it, or `amount`)."""
+
+    SCHEMA: ClassVar[str] = "payments.refunds.request.input/1"
+    payment_id: PublicId = Field(pattern=PAYMENT_ID_PATTERN)
+    #: Base units of the payment's currency; None: everything due. Never more than due.
+    amount: BaseUnits | None = None
+    #: Hot-wallet mode (REFUND_PRIVATE_KEY, within its caps); else a request to sign.
+    hot_wallet: bool = False
+    requested_by: str = Field(min_length=1, max_length=120)
+    reason: str | None = Field(default=None, max_length=500)
+
+
+class RefundResult(Message):
+    SCHEMA: ClassVar[str] = "payments.refunds.result/1"
+    refund: RefundView
+    #: Base64 unsigned transaction for the sender's wallet to sign (a fresh blockhash: sign it
+    #: within a minute; `refunds show` builds another). None once the refund is closed.
+    transaction: str | None = None
+
+
+class GetRefundInput(Message):
+    SCHEMA: ClassVar[str] = "payments.refunds.get.input/1"
+    refund_id: PublicId = Field(pattern=r"^rf_[A-Za-z0-9_-]{16,64}$")
+
+
 class CheckOutcome(StrEnum):
     """A look at the chain that found nothing about the payment (kept as its `last_check`)."""
 
@@ -262,6 +351,16 @@ class CheckOutcome(StrEnum):
     NO_REFERENCE = "no_reference"
     #: The transaction asked about was never seen at `finalized`.
     TRANSACTION_NOT_FOUND = "transaction_not_found"
+
+
+class RefundLanding(StrictModel):
+    """A refund request's transfer, found at `finalized`: error-free, carrying the refund's
+    reference, moving at least its amount from its sender to its recipient."""
+
+    refund_id: PublicId
+    signature: TxSignature
+    slot: int = Field(ge=0)
+    block_time: datetime
 
 
 class Receipt(StrictModel):
@@ -334,10 +433,13 @@ class PaymentFindings(Message):
     observed_at: datetime
     #: When the candidate that led here arrived (webhook in), for the delay metric.
     candidate_at: datetime | None = None
+    #: Refund requests of this payment seen landed (additive; applying twice changes nothing).
+    refund_landings: list[RefundLanding] = Field(default_factory=list, max_length=1000)
 
 
 class MatchPaymentsInput(Message):
-    """Which of our payments (any status) use these keys as their reference?"""
+    """Which of our payments (any status) use these keys as their reference, or as the
+    reference of one of their watched refund requests?"""
 
     SCHEMA: ClassVar[str] = "payments.match.input/1"
     references: list[Pubkey] = Field(min_length=1, max_length=256)
@@ -348,3 +450,5 @@ class MatchPaymentsResult(Message):
     payments: list[PaymentView]
     #: payment id → the correlation id it was created under (see GetPaymentResult).
     correlation_ids: dict[str, str] = {}
+    #: Watched refund requests whose reference is among the keys (their payments are listed).
+    refunds: list[RefundView] = Field(default_factory=list)
