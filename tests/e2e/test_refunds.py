@@ -323,3 +323,27 @@ async def test_hot_wallet_mode_is_off_by_default(attack_stack: StackFactory) -> 
     code, _, err = await run_ops(stack, "refunds", "request", view["payment_id"], "--hot-wallet")
     assert (code, error_code(err)) == (1, "hot_wallet_disabled")
     assert await stack.count("SELECT count(*) FROM refunds") == 0
+
+
+async def test_a_strangers_dust_never_redirects_a_refund(attack_stack: StackFactory) -> None:
+    stack = await attack_stack()
+    view, payer = await overpaid(stack)
+    payment_id = view["payment_id"]
+    stranger = await stack.payer()
+    await stack.send(stranger, 1, view["reference"])  # the last receipt, by someone else
+    await stack.wait(payment_id, lambda v: v["refund_due_lamports"] == str(EXTRA + 1))
+    # Not to an account that did not pay it, and nobody gets more than they paid.
+    code, _, err = await run_ops(
+        stack, "refunds", "request", payment_id, "--recipient", str(Keypair().pubkey())
+    )
+    assert (code, error_code(err)) == (1, "payer_unknown")
+    code, _, err = await run_ops(
+        stack, "refunds", "request", payment_id, "--recipient", str(stranger.pubkey()),
+        "--amount", "2",
+    )  # fmt: skip
+    assert (code, error_code(err)) == (1, "refund_exceeds_due")
+    code, asked, err = await run_ops(
+        stack, "refunds", "request", payment_id, "--amount", str(EXTRA)
+    )
+    assert code == 0, err
+    assert asked["refund"]["recipient"] == str(payer.pubkey())  # who paid the most

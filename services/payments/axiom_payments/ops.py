@@ -9,7 +9,8 @@
     axiom-ops payments cancel PAYMENT_ID          # pending|expired → failed: never fulfilled
     axiom-ops refunds [due] [--limit 100]         # money owed back, with payers and signatures
     axiom-ops refunds list [--status requested] [--limit 50]
-    axiom-ops refunds request PAYMENT_ID [--amount BASE_UNITS] [--hot-wallet] [--reason TEXT]
+    axiom-ops refunds request PAYMENT_ID [--amount BASE_UNITS] [--recipient PAYER]
+                                         [--hot-wallet] [--reason TEXT]
     axiom-ops refunds show REFUND_ID              # the refund, its URL, a transaction to sign
     axiom-ops dlq list [--limit 50]
     axiom-ops dlq replay [--consumer NAME] [--limit 50]
@@ -191,6 +192,7 @@ async def refunds_command(
                 payment_id=args.payment_id,
                 amount=args.amount,
                 hot_wallet=args.hot_wallet,
+                recipient=args.recipient,
                 requested_by=getpass.getuser(),
                 reason=args.reason,
             )
@@ -300,6 +302,7 @@ def parser() -> argparse.ArgumentParser:
     asking.add_argument(
         "--hot-wallet", action="store_true", help="signed and sent by the service (capped)"
     )
+    asking.add_argument("--recipient", help="one of the payers (default: who paid the most)")
     asking.add_argument("--reason")
     refund_commands.add_parser("show", help="one refund request").add_argument("refund_id")
     dlq = areas.add_parser("dlq", help="dead letters: list or replay")

@@ -141,13 +141,26 @@ class Refunder:
                 f"a refund can be at most what is due ({due} base units of {row.currency.value})",
                 [ErrorDetail(field="amount", problem=f"more than the {due} due")],
             )
-        recipient = refund_recipient(await ledger.receipts_of(self.db, row.id))
-        if recipient is None:
+        paid_by = payers(await ledger.receipts_of(self.db, row.id))
+        for refund in await ledger.refunds_of(self.db, row.id):
+            if refund.status is RefundStatus.REFUNDED and refund.recipient in paid_by:
+                paid_by[refund.recipient] -= refund.amount
+        recipient = ask.recipient or max(paid_by, key=lambda k: paid_by[k], default=None)
+        if recipient is None or recipient not in paid_by:
             raise ApiError(
                 422,
                 "payer_unknown",
-                "no receipt of this payment names the account that paid",
-                [ErrorDetail(field="payment_id", problem="no payer on its receipts")],
+                "a refund goes to an account that paid this payment (from its receipts)",
+                [ErrorDetail(field="recipient", problem="not a payer of this payment")],
+            )
+        if amount > paid_by[recipient]:
+            # Nobody gets back more than they paid, whoever else paid the same payment.
+            raise ApiError(
+                422,
+                "refund_exceeds_due",
+                f"{recipient} paid this payment only {max(paid_by[recipient], 0)} base units"
+                " not refunded yet",
+                [ErrorDetail(field="amount", problem="more than this payer paid")],
             )
         mode = RefundMode.HOT_WALLET if ask.hot_wallet else RefundMode.WALLET
         sender = self.merchant_wallet
@@ -270,13 +283,15 @@ class Refunder:
         return expired
 
 
-def refund_recipient(receipts: Sequence[ReceiptRow]) -> str | None:
-    """Where a refund goes: the account that paid. With several payers, the payer of the last
-    receipt in chain order (money beyond the price is the last to arrive)."""
-    for receipt in sorted(receipts, key=lambda r: r.chain_order, reverse=True):
+def payers(receipts: Sequence[ReceiptRow]) -> dict[str, int]:
+    """Who paid a payment, and how much each (from its receipts): where refunds may go. The
+    default recipient is the one who paid the most, so a stranger's dust sent to the payment
+    never redirects the buyer's refund."""
+    paid: dict[str, int] = {}
+    for receipt in receipts:
         if receipt.payer:
-            return receipt.payer
-    return None
+            paid[receipt.payer] = paid.get(receipt.payer, 0) + receipt.amount_lamports
+    return paid
 
 
 def _with_expected(refund: RefundRow, signature: str) -> RefundRow:

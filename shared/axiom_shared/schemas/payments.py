@@ -115,6 +115,22 @@ class PaymentView(StrictModel):
     #: Increases by one with every change a client sees (status or amounts; the SSE `id:`).
     version: int = Field(ge=1)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _sol_amounts(cls, data: Any) -> Any:
+        """A SOL payment's base units are its lamports: a view written before `amount` existed
+        (an older event, a stored status) reads the same as a new one."""
+        if isinstance(data, dict) and data.get("currency", Currency.SOL) == Currency.SOL:
+            data = dict(data)
+            for generic, lamports in (
+                ("amount", "amount_lamports"),
+                ("received", "received_lamports"),
+                ("refund_due", "refund_due_lamports"),
+            ):
+                if data.get(generic) in (None, 0, "0") and lamports in data:
+                    data[generic] = data[lamports]
+        return data
+
 
 class PaymentStatusChanged(Message):
     SCHEMA: ClassVar[str] = "payments.status_changed/1"
@@ -325,6 +341,9 @@ class RequestRefundInput(Message):
     payment_id: PublicId = Field(pattern=PAYMENT_ID_PATTERN)
     #: Base units of the payment's currency; None: everything due. Never more than due.
     amount: BaseUnits | None = None
+    #: Who gets it: one of the accounts that paid the payment (its receipts' payers); None:
+    #: the one who paid the most. Never more than that account paid.
+    recipient: Pubkey | None = None
     #: Hot-wallet mode (REFUND_PRIVATE_KEY, within its caps); else a request to sign.
     hot_wallet: bool = False
     requested_by: str = Field(min_length=1, max_length=120)
