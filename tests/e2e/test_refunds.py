@@ -20,23 +20,16 @@ from typing import Any
 
 import pytest
 from solana.rpc.async_api import AsyncClient
-from solana.rpc.commitment import Confirmed, Finalized
-from solders.instruction import AccountMeta
+from solana.rpc.commitment import Confirmed
 from solders.keypair import Keypair
-from solders.message import Message
-from solders.pubkey import Pubkey
 from solders.signature import Signature
 from solders.transaction import VersionedTransaction
 
 from sandbox.solana.tokens import (
-    SANDBOX_USDC_DECIMALS,
     SANDBOX_USDC_MINT,
-    ata,
-    create_ata_idempotent,
-    transfer_checked,
 )
 from sandbox.solana.wallet import pay_url, sign_own_slot, token_balance
-from tests.fixtures.solana import airdrop
+from tests.fixtures.solana import airdrop, send_token_transfer
 from tests.fixtures.stack import ORDER, PRICE, SOL, Stack, StackFactory
 
 pytestmark = pytest.mark.e2e
@@ -89,28 +82,10 @@ async def overpaid(stack: Stack, order: str = ORDER) -> tuple[dict[str, Any], Ke
 
 async def send_tokens(stack: Stack, payer: Keypair, amount: int, reference: str) -> Signature:
     stack.sandbox.chain.mint_tokens(payer.pubkey(), amount)
-    merchant = stack.merchant.pubkey()
     async with AsyncClient(stack.sandbox.rpc_url) as rpc:
-        blockhash = (await rpc.get_latest_blockhash(Finalized)).value.blockhash
-        message = Message.new_with_blockhash(
-            [
-                create_ata_idempotent(payer.pubkey(), merchant, SANDBOX_USDC_MINT),
-                transfer_checked(
-                    payer.pubkey(),
-                    ata(merchant, SANDBOX_USDC_MINT),
-                    SANDBOX_USDC_MINT,
-                    amount,
-                    SANDBOX_USDC_DECIMALS,
-                    [AccountMeta(Pubkey.from_string(reference), False, False)],
-                ),
-            ],
-            payer.pubkey(),
-            blockhash,
+        return await send_token_transfer(
+            rpc, payer, str(stack.merchant.pubkey()), amount, (reference,)
         )
-        tx = VersionedTransaction(message, [payer])
-        signature = (await rpc.send_transaction(tx)).value
-        await rpc.confirm_transaction(signature, Confirmed, sleep_seconds=0.05)
-        return signature
 
 
 async def sign_and_send(stack: Stack, transaction: str, signer: Keypair) -> Signature:

@@ -14,23 +14,18 @@ from urllib.parse import quote
 
 import pytest
 from solana.rpc.async_api import AsyncClient
-from solana.rpc.commitment import Confirmed, Finalized
-from solders.instruction import AccountMeta
 from solders.keypair import Keypair
-from solders.message import Message
 from solders.pubkey import Pubkey
 from solders.signature import Signature
-from solders.transaction import VersionedTransaction
 
 from axiom_payments.settings import DEV_MERCHANT_WALLET
 from sandbox.solana.tokens import (
     SANDBOX_USDC_DECIMALS,
     SANDBOX_USDC_MINT,
     ata,
-    create_ata_idempotent,
-    transfer_checked,
 )
 from sandbox.solana.wallet import pay_url
+from tests.fixtures.solana import send_token_transfer
 from tests.fixtures.system import PaymentSystem
 
 pytestmark = pytest.mark.e2e
@@ -49,25 +44,10 @@ async def send_tokens(
     mint: Pubkey = SANDBOX_USDC_MINT,
     owner: Pubkey = MERCHANT,
 ) -> Signature:
-    """TransferChecked of `amount` of `mint` from the payer's ATA to `owner`'s ATA (created when
-    missing), the references on the transfer; returns once confirmed."""
+    """`amount` of `mint` minted to the payer, then sent to `owner`'s token account."""
     system.solana.chain.mint_tokens(payer.pubkey(), amount, mint)
     async with AsyncClient(system.solana.rpc_url) as rpc:
-        blockhash = (await rpc.get_latest_blockhash(Finalized)).value.blockhash
-        refs = [AccountMeta(Pubkey.from_string(r), False, False) for r in references]
-        message = Message.new_with_blockhash(
-            [
-                create_ata_idempotent(payer.pubkey(), owner, mint),
-                transfer_checked(
-                    payer.pubkey(), ata(owner, mint), mint, amount, SANDBOX_USDC_DECIMALS, refs
-                ),
-            ],
-            payer.pubkey(),
-            blockhash,
-        )
-        signature = (await rpc.send_transaction(VersionedTransaction(message, [payer]))).value
-        await rpc.confirm_transaction(signature, Confirmed, sleep_seconds=0.05)
-        return signature
+        return await send_token_transfer(rpc, payer, str(owner), amount, references, mint=mint)
 
 
 async def wait_for(
