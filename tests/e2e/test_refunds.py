@@ -25,6 +25,10 @@ from solders.keypair import Keypair
 from solders.signature import Signature
 from solders.transaction import VersionedTransaction
 
+from axiom_shared.errors import ApiError
+from axiom_shared.nats import connect_nats
+from axiom_shared.payments_client import PaymentsClient
+from axiom_shared.schemas import RefundResult, RequestRefundInput
 from sandbox.solana.tokens import (
     SANDBOX_USDC_MINT,
 )
@@ -275,14 +279,40 @@ async def test_the_hot_wallet_respects_its_caps(attack_stack: StackFactory) -> N
     assert asked["transaction"] is None  # nothing for anyone to sign
     view = await stack.wait(first["payment_id"], lambda v: v["refunded"] == str(per_refund))
     assert (view["refund_status"], view["refund_due"]) == ("refund_due", "1")
-    # The day's cap: what went out today plus this one may not pass it.
-    code, _, err = await hot_refund(second["payment_id"], per_day - per_refund + 1)
+    # The day's cap (EXTRA // 2 + 1 left): two requests side by side, each within the
+    # per-refund cap and together over the day's: exactly one is admitted.
+    third, _ = await overpaid(stack)
+    nc = await connect_nats(stack.env["NATS_URL"], "refund-test")
+    try:
+        client = PaymentsClient(nc, 10.0)
+        answers = await asyncio.gather(
+            *(
+                client.request_refund(
+                    RequestRefundInput(
+                        payment_id=p["payment_id"],
+                        amount=EXTRA // 2,
+                        hot_wallet=True,
+                        requested_by="test",
+                    )
+                )
+                for p in (second, third)
+            ),
+            return_exceptions=True,
+        )
+    finally:
+        await nc.close()
+    refused = [a for a in answers if isinstance(a, ApiError)]
+    assert [a.code for a in refused] == ["refund_cap_exceeded"], answers
+    admitted = next(a for a in answers if isinstance(a, RefundResult)).refund.payment_id
+    other = third if admitted == second["payment_id"] else second
+    await stack.wait(admitted, lambda v: v["refunded"] == str(EXTRA // 2))
+    # What is left of the day's cap, and not a base unit more.
+    code, _, err = await hot_refund(other["payment_id"], 2)
     assert (code, error_code(err)) == (1, "refund_cap_exceeded")
-    code, _, err = await hot_refund(second["payment_id"], per_day - per_refund)
+    code, _, err = await hot_refund(other["payment_id"], 1)
     assert code == 0, err
-    view = await stack.wait(
-        second["payment_id"], lambda v: v["refunded"] == str(per_day - per_refund)
-    )
+    await stack.wait(other["payment_id"], lambda v: v["refunded"] == "1")
+    assert await stack.count("SELECT count(*) FROM refunds WHERE status = 'refunded'") == 3
     # The key never shows: not in an answer, a log line or the metrics.
     secret = str(hot)
     logs = "".join(line for child in stack.children.values() for line in child.lines)
@@ -322,3 +352,29 @@ async def test_a_strangers_dust_never_redirects_a_refund(attack_stack: StackFact
     )
     assert code == 0, err
     assert asked["refund"]["recipient"] == str(payer.pubkey())  # who paid the most
+
+
+async def test_a_late_top_up_cannot_complete_a_payment_being_refunded(
+    attack_stack: StackFactory,
+) -> None:
+    """Expired with half paid, its half asked back, then the other half arrives (within the
+    lookback, where it would otherwise complete the payment): the buyer must not get both the
+    item and the refund. The payment stays expired and the top-up is owed back too."""
+    stack = await attack_stack(PAYMENT_TTL_SECONDS="2")
+    payer = await stack.payer()
+    created = await stack.create()
+    payment_id = created["payment_id"]
+    await stack.send(payer, PRICE // 2, created["reference"])
+    view = await stack.wait(payment_id, lambda v: v["status"] == "expired")
+    await stack.wait(payment_id, lambda v: v["refund_due_lamports"] == str(PRICE // 2))
+    code, asked, err = await run_ops(stack, "refunds", "request", payment_id)
+    assert code == 0, err
+    await stack.send(payer, PRICE // 2, created["reference"])
+    view = await stack.wait(payment_id, lambda v: v["received_lamports"] == str(PRICE))
+    assert view["status"] == "expired"
+    assert view["refund_due_lamports"] == str(PRICE)  # the asked half and the top-up
+    await sign_and_send(stack, asked["transaction"], stack.merchant)
+    view = await stack.wait(payment_id, lambda v: v["refunded"] == str(PRICE // 2))
+    assert view["status"] == "expired"
+    assert (view["refund_status"], view["refund_due_lamports"]) == ("refund_due", str(PRICE // 2))
+    assert await stack.count("SELECT count(*) FROM entitlements") == 0

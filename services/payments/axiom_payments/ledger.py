@@ -410,14 +410,31 @@ async def refunds_past_expiry(db: Database, now: datetime, limit: int) -> list[R
     return [RefundRow.from_db(row) for row in rows]
 
 
+_HOT_WALLET_SPENT = (
+    "SELECT coalesce(sum(r.amount), 0) FROM refunds r"
+    " JOIN payments p ON p.id = r.payment_id WHERE r.mode = 'hot_wallet'"
+    " AND r.status IN ('requested', 'refunded') AND p.currency = ? AND r.created_at >= ?"
+)
+
+
+def hot_wallet_cap_check(currency: Currency, since: datetime, per_day: int) -> list[Statement]:
+    """After a hot-wallet refund's insert, in the same batch: fails it (IntegrityError) when
+    the hot-wallet refunds of the last day, this one included, pass `per_day`. Atomic, so two
+    requests on two replicas cannot both fit under the cap they share."""
+    return [
+        (
+            f"INSERT INTO refund_cap_checks (over) SELECT ({_HOT_WALLET_SPENT}) > ?",
+            [currency.value, stamp(since), per_day],
+        ),
+        ("DELETE FROM refund_cap_checks", []),
+    ]
+
+
 async def hot_wallet_spent(db: Database, currency: Currency, since: datetime) -> int:
     """Hot-wallet refunds in `currency` asked for since `since` that did or may still move
     money (requested or refunded): what counts against the daily cap."""
     row = await db.fetch_one(
-        "SELECT coalesce(sum(r.amount), 0) AS spent FROM refunds r"
-        " JOIN payments p ON p.id = r.payment_id WHERE r.mode = 'hot_wallet'"
-        " AND r.status IN ('requested', 'refunded') AND p.currency = ? AND r.created_at >= ?",
-        [currency.value, stamp(since)],
+        f"SELECT ({_HOT_WALLET_SPENT}) AS spent", [currency.value, stamp(since)]
     )
     return int(row["spent"]) if row else 0
 

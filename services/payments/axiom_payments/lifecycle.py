@@ -221,6 +221,10 @@ class Lifecycle:
         status, paid_by = row.status, row.tx_signature
         failure, finalized_at = row.failure_reason, row.finalized_at
         crossing = settlement.crossing
+        if crossing is not None and status is P.EXPIRED and (row.refund_open or row.refunded):
+            # Its money is being (or was) given back: a late top-up cannot complete it any
+            # more (the buyer would get the item and the refund), it is owed back too.
+            crossing = None
         if crossing is not None and status in (P.PENDING, P.EXPIRED):
             if self.catalog.get(row.order_id) is None:
                 # Paid for something no longer sold: refused, and every lamport owed back.

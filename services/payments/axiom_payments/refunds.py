@@ -90,6 +90,10 @@ class Refunder:
                 f"refund {refund.public_id} requested ({refund.mode.value}):"
                 f" {refund.amount} of {row.refund_due_lamports} due, to {refund.recipient}"
             )
+            after = []
+            if refund.mode is RefundMode.HOT_WALLET:
+                caps = self.caps[row.currency]
+                after = ledger.hot_wallet_cap_check(row.currency, _day_before(now), caps.per_day)
             try:
                 committed = await self.lifecycle.commit(
                     row,
@@ -97,10 +101,16 @@ class Refunder:
                     source=ChangeSource.OPERATOR,
                     reason=reason,
                     extra=[ledger.refund_insert(row, refund)],
+                    after=after,
                 )
             except IntegrityError:
-                # The one-open-request index: another request won the race.
-                raise _already_requested() from None
+                # Nothing was written: another request of this payment won the race (the
+                # one-open-request index), or hot-wallet refunds asked meanwhile filled the
+                # day's cap.
+                latest = await ledger.get_payment(self.db, ask.payment_id)
+                if latest is not None and latest.refund_open:
+                    raise _already_requested() from None
+                raise _cap_exceeded("other hot-wallet refunds filled the day's cap") from None
             if not committed:
                 continue  # the payment changed meanwhile: decide again on what it is now
             log.info(
@@ -209,8 +219,7 @@ class Refunder:
         caps = self.caps[row.currency]
         if amount > caps.per_refund:
             raise _cap_exceeded(f"more than the per-refund cap of {caps.per_refund}")
-        since = datetime.now(UTC) - timedelta(days=1)
-        spent = await ledger.hot_wallet_spent(self.db, row.currency, since)
+        spent = await ledger.hot_wallet_spent(self.db, row.currency, _day_before(datetime.now(UTC)))
         if spent + amount > caps.per_day:
             raise _cap_exceeded(
                 f"{spent} already refunded in the last 24 h; the cap is {caps.per_day}"
@@ -292,6 +301,11 @@ def payers(receipts: Sequence[ReceiptRow]) -> dict[str, int]:
         if receipt.payer:
             paid[receipt.payer] = paid.get(receipt.payer, 0) + receipt.amount_lamports
     return paid
+
+
+def _day_before(now: datetime) -> datetime:
+    """The start of the window the daily cap counts (24 h)."""
+    return now - timedelta(days=1)
 
 
 def _with_expected(refund: RefundRow, signature: str) -> RefundRow:

@@ -41,3 +41,7 @@ ALTER TABLE payments ADD COLUMN refund_status TEXT
     CHECK (refund_status IS NULL
            OR refund_status IN ('refund_due', 'refund_requested', 'refunded'));
 UPDATE payments SET refund_status = 'refund_due' WHERE refund_due_lamports > 0;
+
+-- The hot wallet's daily cap, checked in the same batch as the refund it admits (atomic
+-- across replicas): a row with over = 1 fails the batch. Always empty between batches.
+CREATE TABLE refund_cap_checks (over INTEGER NOT NULL CHECK (over = 0));
