@@ -140,8 +140,29 @@ async def test_an_overpaid_sol_payment_is_refunded_once(attack_stack: StackFacto
     assert code == 1
     assert error_code(err) == "refund_already_requested"
 
+    # The merchant's wallet takes it as a Solana Pay transaction request from the gateway.
+    link = f"/api/refunds/req/{refund['refund_id']}"
+    code, info, _ = await stack.call("GET", link, client=stack.client())
+    assert code == 200, info
+    assert info["label"] == f"Refund of payment {payment_id}"
+    code, body, _ = await stack.call(
+        "POST", link, client=stack.client(), json={"account": str(payer.pubkey())}
+    )
+    assert (code, body["error"]["code"]) == (422, "account_not_allowed")
+    code, body, _ = await stack.call(
+        "POST", link, client=stack.client(), json={"account": str(stack.merchant.pubkey())}
+    )
+    assert code == 200, body
+    async with stack.http.get(
+        f"{stack.url}/api/refunds/qr/{refund['refund_id']}", headers={"X-Forwarded-For": "1.2.3.4"}
+    ) as resp:
+        assert resp.status == 200
+        assert resp.content_type == "image/svg+xml"
+    for unknown in ("rf_" + "x" * 24, "../etc"):
+        code, _, _ = await stack.call("GET", f"/api/refunds/req/{unknown}", client=stack.client())
+        assert code == 404
     before = await stack.balance(payer.pubkey())
-    signature = await sign_and_send(stack, asked["transaction"], stack.merchant)
+    signature = await sign_and_send(stack, body["transaction"], stack.merchant)
     view = await stack.wait(payment_id, lambda v: v["refund_status"] == "refunded")
     assert view["refunded"] == str(EXTRA)
     assert (view["refund_due"], view["refund_due_lamports"]) == ("0", "0")
@@ -161,6 +182,10 @@ async def test_an_overpaid_sol_payment_is_refunded_once(attack_stack: StackFacto
     assert shown["refund"]["status"] == "refunded"
     assert shown["refund"]["signature"] == str(signature)
     assert shown["transaction"] is None
+    code, body, _ = await stack.call(
+        "POST", link, client=stack.client(), json={"account": str(stack.merchant.pubkey())}
+    )
+    assert (code, body["error"]["code"]) == (409, "refund_closed")
     reasons = [e["reason"] or "" for e in shown["audit_trail"]]
     assert any("requested" in r for r in reasons)
     assert sum("landed" in r for r in reasons) == 1

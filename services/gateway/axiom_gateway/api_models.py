@@ -38,3 +38,11 @@ class VerifyRequestBody(StrictModel):
     payment_id: str = Field(pattern=PAYMENT_ID_PATTERN)
     #: A transaction to look at; without it, every finalized one touching the reference.
     signature: TxSignature | None = None
+
+
+class RefundTransaction(StrictModel):
+    """Solana Pay transaction request, POST answer: the refund's transaction (base64, unsigned)
+    for the merchant wallet to sign."""
+
+    transaction: str
+    message: str

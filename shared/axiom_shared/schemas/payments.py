@@ -16,7 +16,12 @@ from axiom_shared.schemas.base import (
     StrictModel,
     TxSignature,
 )
-from axiom_shared.wire import ORDER_ID_PATTERN, PAYMENT_ID_PATTERN, USER_ID_PATTERN
+from axiom_shared.wire import (
+    ORDER_ID_PATTERN,
+    PAYMENT_ID_PATTERN,
+    REFUND_ID_PATTERN,
+    USER_ID_PATTERN,
+)
 
 
 class PaymentStatus(StrEnum):
@@ -360,7 +365,7 @@ class RefundResult(Message):
 
 class GetRefundInput(Message):
     SCHEMA: ClassVar[str] = "payments.refunds.get.input/1"
-    refund_id: PublicId = Field(pattern=r"^rf_[A-Za-z0-9_-]{16,64}$")
+    refund_id: PublicId = Field(pattern=REFUND_ID_PATTERN)
 
 
 class CheckOutcome(StrEnum):
