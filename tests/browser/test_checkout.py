@@ -36,6 +36,7 @@ from playwright.async_api import (
 from axiom_payments.events import deliver
 from axiom_payments.events import status_event as outgoing_status
 from axiom_shared.schemas import ChangeSource, PaymentStatus, PaymentStatusChanged, PaymentView
+from sandbox.solana.tokens import SANDBOX_USDC_MINT
 from sandbox.solana.wallet import pay_url
 from tests.fixtures.infra import RunningApp
 from tests.fixtures.notifier import (
@@ -118,11 +119,11 @@ async def open_page(browser: Browser, checkout: Checkout) -> Page:
     return page
 
 
-async def buy(page: Page) -> str:
+async def buy(page: Page, order: str = ORDER, price: str = "0.1 SOL") -> str:
     """Click Buy on the order; returns the payment id once the QR and `pending` show."""
-    row = page.locator(f"#items li[data-order-id='{ORDER}']")
+    row = page.locator(f"#items li[data-order-id='{order}']")
     await expect(row).to_contain_text("AxiomID Pro")
-    await expect(row).to_contain_text("0.1 SOL")
+    await expect(row).to_contain_text(price)
     await row.get_by_role("button", name="Buy").click()
     await expect(page.locator("#checkout")).to_be_visible()
     qr = page.locator("#qr")
@@ -193,6 +194,19 @@ async def test_timeline_follows_live_status_events(
     await expect(page.locator("#status")).to_have_text("provisioned")
     await expect(page.locator("#timeline li.done")).to_have_count(3)
     await screenshot(page, "checkout-events-provisioned")
+    assert page_errors.pop(page) == []
+
+
+async def test_a_usdc_item_is_priced_and_paid_in_usdc(browser: Browser, checkout: Checkout) -> None:
+    """The price, the amount to pay and the wallet QR are in the item's own currency."""
+    page = await open_page(browser, checkout)
+    await buy(page, "axiomid-pro-monthly-usdc", "5 USDC")
+    await expect(page.locator("#pay-amount")).to_have_text("5 USDC")
+    link = await page.locator("#pay-link").get_attribute("href")
+    assert link is not None
+    assert f"spl-token={SANDBOX_USDC_MINT}" in link
+    assert "amount=5&" in link
+    await screenshot(page, "checkout-usdc")
     assert page_errors.pop(page) == []
 
 
