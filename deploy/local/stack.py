@@ -21,12 +21,14 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import aiohttp
+from solders.pubkey import Pubkey
 
 from axiom_amadeus_proxy.app import bookings_migrations
 from axiom_payments.app import merchant_keys, payments_migrations
 from axiom_payments.settings import PaymentsSettings
 from axiom_shared.db import open_database
 from axiom_shared.migrations import Migration, migrate
+from axiom_shared.spl_token import associated_token_address
 from deploy.local.demo import run_demo
 from deploy.local.processes import PORT_VARS, SERVICES, ChildProcess, service_process
 from sandbox.infra import (
@@ -134,9 +136,13 @@ async def register_helius_webhook(env: dict[str, str], gateway_url: str) -> None
             solana_private_key=env.get("SOLANA_PRIVATE_KEY") or None,
         )
     )
+    # And its USDC token account: a token transfer names that account, not always the wallet.
+    usdc_account = associated_token_address(
+        Pubkey.from_string(merchant), Pubkey.from_string(env["USDC_MINT"])
+    )
     body = {
         "webhookURL": gateway_url + "/api/webhooks/helius",
-        "accountAddresses": [merchant],
+        "accountAddresses": [merchant, str(usdc_account)],
         "webhookType": "enhanced",
         "authHeader": env["HELIUS_WEBHOOK_SECRET"],
     }
@@ -147,7 +153,10 @@ async def register_helius_webhook(env: dict[str, str], gateway_url: str) -> None
         if resp.status >= 300:
             say(f"could not register the Helius webhook on the sandbox: HTTP {resp.status}")
             return
-    say("sandbox Helius webhook → gateway /api/webhooks/helius (merchant wallet watched)")
+    say(
+        "sandbox Helius webhook → gateway /api/webhooks/helius"
+        " (merchant wallet and its USDC account watched)"
+    )
 
 
 async def sandbox_pubsub_url(env: dict[str, str]) -> str | None:
