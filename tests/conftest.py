@@ -24,4 +24,5 @@ pytest_plugins = [
     "tests.fixtures.system",
     "tests.fixtures.notifier",
     "tests.fixtures.js",
+    "tests.fixtures.stack",
 ]

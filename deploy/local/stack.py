@@ -21,12 +21,14 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import aiohttp
+from solders.pubkey import Pubkey
 
 from axiom_amadeus_proxy.app import bookings_migrations
 from axiom_payments.app import merchant_keys, payments_migrations
 from axiom_payments.settings import PaymentsSettings
 from axiom_shared.db import open_database
 from axiom_shared.migrations import Migration, migrate
+from axiom_shared.spl_token import associated_token_address
 from deploy.local.demo import run_demo
 from deploy.local.processes import PORT_VARS, SERVICES, ChildProcess, service_process
 from sandbox.infra import (
@@ -47,6 +49,9 @@ DEFAULTS = {
     "TURSO_DB_URL": f"file:{VAR / 'payments.db'}",
     "BOOKINGS_DB_URL": f"file:{VAR / 'bookings.db'}",
     "SOLANA_RPC_URL": "http://127.0.0.1:8899",
+    # The Solana sandbox's test USDC mint (`sandbox.solana.tokens.SANDBOX_USDC_MINT`, from a
+    # public seed): USDC items are paid in it locally.
+    "USDC_MINT": "Fffsmmww5vM11qFBorU9XziRoK72VDzC9nWiojq6JBpe",
     "AMADEUS_BASE_URL": "http://127.0.0.1:8890",
     "LOG_JSON": "false",
     # A local stack on sandboxes: development (a development merchant address is allowed).
@@ -134,11 +139,15 @@ def local_merchant(env: dict[str, str]) -> str:
 
 async def register_helius_webhook(env: dict[str, str], gateway_url: str) -> None:
     """Point the Solana sandbox's Helius-style webhooks at our gateway, as one would in the
-    Helius dashboard, watching the merchant wallet."""
+    Helius dashboard, watching the merchant wallet and its USDC token account."""
     merchant = local_merchant(env)
+    # And its USDC token account: a token transfer names that account, not always the wallet.
+    usdc_account = associated_token_address(
+        Pubkey.from_string(merchant), Pubkey.from_string(env["USDC_MINT"])
+    )
     body = {
         "webhookURL": gateway_url + "/api/webhooks/helius",
-        "accountAddresses": [merchant],
+        "accountAddresses": [merchant, str(usdc_account)],
         "webhookType": "enhanced",
         "authHeader": env["HELIUS_WEBHOOK_SECRET"],
     }
@@ -149,7 +158,10 @@ async def register_helius_webhook(env: dict[str, str], gateway_url: str) -> None
         if resp.status >= 300:
             say(f"could not register the Helius webhook on the sandbox: HTTP {resp.status}")
             return
-    say("sandbox Helius webhook → gateway /api/webhooks/helius (merchant wallet watched)")
+    say(
+        "sandbox Helius webhook → gateway /api/webhooks/helius"
+        " (merchant wallet and its USDC account watched)"
+    )
 
 
 async def sandbox_pubsub_url(env: dict[str, str]) -> str | None:

@@ -6,8 +6,9 @@ import json
 from typing import Any
 
 from aiohttp import web
+from solders.pubkey import Pubkey
 
-from sandbox.solana.chain import Commitment
+from sandbox.solana.chain import Commitment, TransactionRejected
 from sandbox.solana.faults import FaultError
 from sandbox.solana.keys import (
     chain_key,
@@ -124,7 +125,28 @@ async def get_clock(request: web.Request) -> web.Response:
     )
 
 
+async def mint(request: web.Request) -> web.Response:
+    """Test USDC for a wallet: `{"owner": base58, "amount": base units}` → the MintTo
+    transaction's signature (the sandbox's `requestAirdrop` for tokens)."""
+    body = await _json_body(request)
+    amount = body.get("amount")
+    if not isinstance(amount, int) or isinstance(amount, bool) or not 0 < amount < 2**63:
+        raise _bad_request("amount must be an integer of base units > 0")
+    try:
+        owner = Pubkey.from_string(str(body.get("owner")))
+    except ValueError:
+        raise _bad_request("owner must be a base58 wallet address") from None
+    try:
+        record = request.app[chain_key].mint_tokens(owner, amount)
+    except TransactionRejected as exc:
+        raise _bad_request(f"mint failed: {exc}") from exc
+    if record.err is not None:
+        raise _bad_request(f"mint failed: {record.err}")
+    return web.json_response({"signature": str(record.signature), "slot": record.slot})
+
+
 def add_routes(app: web.Application) -> None:
+    app.router.add_post("/admin/mint", mint)
     app.router.add_get("/admin/faults", get_faults)
     app.router.add_post("/admin/faults", set_faults)
     app.router.add_delete("/admin/faults", reset_faults)

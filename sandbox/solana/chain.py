@@ -35,6 +35,16 @@ from solders.transaction_metadata import (
 from solders.transaction_status import TransactionErrorFieldless, TransactionErrorType
 
 from sandbox.solana.config import SandboxConfig
+from sandbox.solana.tokens import (
+    SANDBOX_USDC_DECIMALS,
+    SANDBOX_USDC_MINT,
+    TokenBalance,
+    create_ata_idempotent,
+    mint_account,
+    mint_decimals,
+    mint_to,
+    token_account,
+)
 
 LAMPORTS_PER_SIGNATURE = 5000
 MEMO_PROGRAM_IDS = frozenset(
@@ -108,6 +118,9 @@ class TxRecord:
     memo: str | None
     #: The accounts this transaction changed (fee payer included), for account subscriptions.
     written_accounts: tuple[Pubkey, ...] = ()
+    #: Token accounts among its keys, before and after (`meta.pre/postTokenBalances`).
+    pre_token_balances: tuple[TokenBalance, ...] = ()
+    post_token_balances: tuple[TokenBalance, ...] = ()
 
     @property
     def account_keys(self) -> list[Pubkey]:
@@ -159,6 +172,16 @@ class Chain:
         self._slot_listeners: list[SlotListener] = []
         self._tx_listeners: list[TransactionListener] = []
         self.tx_count = 0
+        # The test USDC mint, its authority the faucet: tokens are minted by real MintTo
+        # transactions (`mint_tokens`).
+        self.svm.set_account(
+            SANDBOX_USDC_MINT,
+            mint_account(
+                self.faucet.pubkey(),
+                SANDBOX_USDC_DECIMALS,
+                self.svm.minimum_balance_for_rent_exemption(82),
+            ),
+        )
         self._open_block(0)
         # Start with every commitment level on a real, empty slot (finalized >= 1).
         self.advance(config.finality_depth + 1)
@@ -370,6 +393,8 @@ class Chain:
             written_accounts=tuple(
                 key for key, before, after in zip(keys, pre, post, strict=True) if before != after
             ),
+            pre_token_balances=self._token_balances(pre),
+            post_token_balances=self._token_balances(post),
         )
         self._commit(record, keys, pre, post)
         return record
@@ -396,6 +421,38 @@ class Chain:
                     history.append((record.slot, after))
         for listener in list(self._tx_listeners):
             listener(record)
+
+    def _token_balances(self, accounts: list[Account | None]) -> tuple[TokenBalance, ...]:
+        balances = []
+        for index, account in enumerate(accounts):
+            state = token_account(account)
+            if state is None:
+                continue
+            decimals = mint_decimals(self.svm.get_account(state.mint))
+            balances.append(
+                TokenBalance(index, state.mint, state.owner, state.amount, decimals or 0)
+            )
+        return tuple(balances)
+
+    def create_mint(self, decimals: int) -> Pubkey:
+        """Another token mint (e.g. a look-alike of the test USDC), the faucet its authority."""
+        address = Keypair().pubkey()
+        rent = self.svm.minimum_balance_for_rent_exemption(82)
+        self.svm.set_account(address, mint_account(self.faucet.pubkey(), decimals, rent))
+        return address
+
+    def mint_tokens(self, owner: Pubkey, amount: int, mint: Pubkey = SANDBOX_USDC_MINT) -> TxRecord:
+        """Mint test tokens to `owner`'s associated token account (created when missing), in a
+        real transaction signed by the faucet (the mint's authority)."""
+        message = Message.new_with_blockhash(
+            [
+                create_ata_idempotent(self.faucet.pubkey(), owner, mint),
+                mint_to(mint, owner, self.faucet.pubkey(), amount),
+            ],
+            self.faucet.pubkey(),
+            self.blocks[self.slot].blockhash,
+        )
+        return self.process(VersionedTransaction(message, [self.faucet]))
 
     def airdrop(self, recipient: Pubkey, lamports: int) -> TxRecord:
         """A real transfer from the faucet, so it shows up like any other transaction."""

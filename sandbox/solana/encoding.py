@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import struct
+from decimal import Decimal
 from typing import Any
 
 from solders.account import Account
@@ -25,6 +26,7 @@ from sandbox.solana.chain import (
     TxRecord,
     is_writable,
 )
+from sandbox.solana.tokens import TOKEN_PROGRAM_ID, TokenBalance
 
 Json = Any
 RENT_EXEMPT_EPOCH = 2**64 - 1
@@ -274,6 +276,27 @@ def loaded_addresses_json(loaded: LoadedAddresses) -> Json:
     }
 
 
+def token_balances_json(balances: tuple[TokenBalance, ...]) -> Json:
+    out = []
+    for balance in balances:
+        scaled = Decimal(balance.amount) / (Decimal(10) ** balance.decimals)
+        out.append(
+            {
+                "accountIndex": balance.account_index,
+                "mint": str(balance.mint),
+                "owner": str(balance.owner),
+                "programId": str(TOKEN_PROGRAM_ID),
+                "uiTokenAmount": {
+                    "amount": str(balance.amount),
+                    "decimals": balance.decimals,
+                    "uiAmount": float(scaled) if balance.amount else None,
+                    "uiAmountString": format(scaled.normalize(), "f"),
+                },
+            }
+        )
+    return out
+
+
 def meta_json(record: TxRecord, *, parsed: bool = False) -> Json:
     meta: dict[str, Json] = {
         "err": error_json(record.err),
@@ -285,8 +308,8 @@ def meta_json(record: TxRecord, *, parsed: bool = False) -> Json:
             record.inner_instructions, record.account_keys if parsed else None
         ),
         "logMessages": record.logs,
-        "preTokenBalances": [],
-        "postTokenBalances": [],
+        "preTokenBalances": token_balances_json(record.pre_token_balances),
+        "postTokenBalances": token_balances_json(record.post_token_balances),
         "rewards": [],
         "computeUnitsConsumed": record.compute_units,
     }

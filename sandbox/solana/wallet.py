@@ -32,6 +32,16 @@ from solders.signature import Signature
 from solders.system_program import TransferParams, transfer
 from solders.transaction import VersionedTransaction
 
+from sandbox.solana.tokens import (
+    SANDBOX_USDC_MINT,
+    TOKEN_PROGRAM_ID,
+    ata,
+    create_ata_idempotent,
+    mint_decimals,
+    token_account,
+    transfer_checked,
+)
+
 MEMO_PROGRAM_ID = Pubkey.from_string("MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLGmfcHr")
 LAMPORTS_PER_SOL = 1_000_000_000
 DEFAULT_RPC_URL = "http://127.0.0.1:8899"
@@ -51,6 +61,9 @@ class TransferRequest:
     label: str | None = None
     message: str | None = None
     memo: str | None = None
+    #: `spl-token`: the amount is in tokens of this mint (`amount` keeps the decimal text).
+    spl_token: Pubkey | None = None
+    amount: str | None = None
 
 
 @dataclass(frozen=True)
@@ -84,16 +97,22 @@ def parse_solana_pay_url(url: str) -> TransferRequest | TransactionRequest:
     except ValueError as exc:
         raise SolanaPayError(f"invalid recipient {path!r}") from exc
     params = parse_qs(query, keep_blank_values=True)
-    if "spl-token" in params:
-        raise SolanaPayError("SPL token transfers are not supported by the sandbox wallet")
     amounts = params.get("amount", [])
+    spl_token: Pubkey | None = None
+    if "spl-token" in params:
+        try:
+            spl_token = Pubkey.from_string(params["spl-token"][0])
+        except ValueError as exc:
+            raise SolanaPayError("invalid spl-token") from exc
     try:
         references = [Pubkey.from_string(value) for value in params.get("reference", [])]
     except ValueError as exc:
         raise SolanaPayError("invalid reference") from exc
     return TransferRequest(
         recipient=recipient,
-        amount_lamports=sol_to_lamports(amounts[0]) if amounts else None,
+        amount_lamports=sol_to_lamports(amounts[0]) if amounts and spl_token is None else None,
+        spl_token=spl_token,
+        amount=amounts[0] if amounts and spl_token is not None else None,
         references=references,
         label=params.get("label", [None])[0],
         message=params.get("message", [None])[0],
@@ -103,7 +122,10 @@ def parse_solana_pay_url(url: str) -> TransferRequest | TransactionRequest:
 
 def encode_transfer_url(request: TransferRequest) -> str:
     fields: list[tuple[str, str]] = []
-    if request.amount_lamports is not None:
+    if request.spl_token is not None and request.amount is not None:
+        fields.append(("amount", request.amount))
+        fields.append(("spl-token", str(request.spl_token)))
+    elif request.amount_lamports is not None:
         sol = format((Decimal(request.amount_lamports) / LAMPORTS_PER_SOL).normalize(), "f")
         fields.append(("amount", sol))
     fields.extend(("reference", str(reference)) for reference in request.references)
@@ -137,6 +159,90 @@ def build_transfer_message(request: TransferRequest, payer: Pubkey, blockhash: H
     ]
     instructions.append(Instruction(ix.program_id, ix.data, accounts))
     return Message.new_with_blockhash(instructions, payer, blockhash)
+
+
+def token_units(amount: str, decimals: int) -> int:
+    try:
+        value = Decimal(amount)
+    except InvalidOperation as exc:
+        raise SolanaPayError(f"invalid amount {amount!r}") from exc
+    units = value * (Decimal(10) ** decimals)
+    if value < 0 or not value.is_finite() or units != units.to_integral_value():
+        raise SolanaPayError(f"amount {amount!r} has more than {decimals} decimal places")
+    return int(units)
+
+
+def build_token_transfer_message(
+    request: TransferRequest, payer: Pubkey, blockhash: Hash, decimals: int
+) -> Message:
+    """An SPL token transfer as wallets build it: the recipient's associated token account
+    created if missing (the payer funds it), the memo, then TransferChecked last with the
+    references as read-only non-signer keys."""
+    if request.spl_token is None or request.amount is None:
+        raise SolanaPayError("the transfer request has no token amount")
+    mint = request.spl_token
+    instructions = [create_ata_idempotent(payer, request.recipient, mint)]
+    if request.memo:
+        instructions.append(Instruction(MEMO_PROGRAM_ID, request.memo.encode(), []))
+    instructions.append(
+        transfer_checked(
+            payer,
+            ata(request.recipient, mint),
+            mint,
+            token_units(request.amount, decimals),
+            decimals,
+            [
+                AccountMeta(reference, is_signer=False, is_writable=False)
+                for reference in request.references
+            ],
+        )
+    )
+    return Message.new_with_blockhash(instructions, payer, blockhash)
+
+
+async def mint_decimals_of(client: AsyncClient, mint: Pubkey) -> int:
+    info = (await client.get_account_info(mint, Finalized)).value
+    decimals = None if info is None else mint_decimals(info)
+    if decimals is None:
+        raise SolanaPayError(f"{mint} is not a token mint")
+    return decimals
+
+
+async def token_balance(client: AsyncClient, owner: Pubkey, mint: Pubkey) -> int:
+    info = (await client.get_account_info(ata(owner, mint), Confirmed)).value
+    state = None if info is None else token_account(info)
+    return 0 if state is None else state.amount
+
+
+async def ensure_tokens(
+    client: AsyncClient, rpc_url: str, keypair: Keypair, mint: Pubkey, minimum: int
+) -> None:
+    """The sandbox wallet holds test USDC: below `minimum`, it asks the sandbox to mint
+    (its `/admin/mint`, the token `requestAirdrop`). Other mints are the wallet's own."""
+    if mint != SANDBOX_USDC_MINT or await token_balance(client, keypair.pubkey(), mint) >= minimum:
+        return
+    async with aiohttp.ClientSession() as http:
+        base = rpc_url.rstrip("/")
+        body = {"owner": str(keypair.pubkey()), "amount": max(minimum, 1000 * 10**6)}
+        async with http.post(base + "/admin/mint", json=body) as response:
+            if response.status != 200:
+                raise SolanaPayError(f"the sandbox would not mint: {await response.text()}")
+            signature = Signature.from_string((await response.json())["signature"])
+    await client.confirm_transaction(signature, Confirmed, sleep_seconds=0.05)
+
+
+def sandbox_tokens_owed(tx: VersionedTransaction, payer: Pubkey) -> int:
+    """Test USDC that `tx` moves out of the payer's account (TransferChecked instructions)."""
+    keys = tx.message.account_keys
+    owed = 0
+    for ix in tx.message.instructions:
+        data = bytes(ix.data)
+        if keys[ix.program_id_index] != TOKEN_PROGRAM_ID or len(data) != 10 or data[0] != 12:
+            continue
+        accounts = [keys[i] for i in bytes(ix.accounts)]
+        if len(accounts) >= 4 and accounts[1] == SANDBOX_USDC_MINT and accounts[3] == payer:
+            owed += int.from_bytes(data[1:9], "little")
+    return owed
 
 
 def sign_own_slot(tx: VersionedTransaction, keypair: Keypair) -> VersionedTransaction:
@@ -194,7 +300,13 @@ async def pay_url(
         await ensure_funded(client, payer)
         if isinstance(request, TransferRequest):
             blockhash = (await client.get_latest_blockhash(Finalized)).value.blockhash
-            message = build_transfer_message(request, payer.pubkey(), blockhash)
+            if request.spl_token is not None:
+                decimals = await mint_decimals_of(client, request.spl_token)
+                units = token_units(request.amount or "0", decimals)
+                await ensure_tokens(client, rpc_url, payer, request.spl_token, units)
+                message = build_token_transfer_message(request, payer.pubkey(), blockhash, decimals)
+            else:
+                message = build_transfer_message(request, payer.pubkey(), blockhash)
             tx = VersionedTransaction(message, [payer])
         else:
             own_session = session is None
@@ -204,6 +316,9 @@ async def pay_url(
             finally:
                 if own_session:
                     await http.close()
+            owed = sandbox_tokens_owed(unsigned, payer.pubkey())
+            if owed:
+                await ensure_tokens(client, rpc_url, payer, SANDBOX_USDC_MINT, owed)
             tx = sign_own_slot(unsigned, payer)
         signature = (await client.send_transaction(tx)).value
         if confirm is not None:

@@ -30,6 +30,8 @@ from axiom_shared.topology import (
     PAYMENTS_CREATE,
     PAYMENTS_GET,
     PAYMENTS_MATCH,
+    PAYMENTS_REFUND_GET,
+    PAYMENTS_REFUND_REQUEST,
 )
 
 log = get_logger(__name__)
@@ -63,6 +65,23 @@ class PaymentsClient:
     async def create(self, payment: msg.CreatePaymentInput) -> msg.CreatePaymentResult:
         return await request(
             self._nc, PAYMENTS_CREATE, payment, msg.CreatePaymentResult, timeout=self.timeout
+        )
+
+    async def request_refund(self, ask: msg.RequestRefundInput) -> msg.RefundResult:
+        """A refund request of what a payment has due (4xx naming why there is none)."""
+        return await request(
+            self._nc, PAYMENTS_REFUND_REQUEST, ask, msg.RefundResult, timeout=self.timeout
+        )
+
+    async def refund(self, refund_id: str) -> msg.RefundResult:
+        """One refund request (404 when there is none), with a fresh transaction to sign while
+        it is open."""
+        return await request(
+            self._nc,
+            PAYMENTS_REFUND_GET,
+            msg.GetRefundInput(refund_id=refund_id),
+            msg.RefundResult,
+            timeout=self.timeout,
         )
 
     async def catalog(self) -> list[msg.CatalogItem]:

@@ -20,13 +20,15 @@ import itertools
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 from solders.hash import Hash
 from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
+
+from axiom_shared.spl_token import TokenBalance
 
 FINALIZED = {"commitment": "finalized"}
 
@@ -46,6 +48,9 @@ class FinalizedTransaction:
     account_keys: list[str]
     pre_balances: list[int]
     post_balances: list[int]
+    #: `meta.pre/postTokenBalances`: every token account the transaction touched.
+    pre_token_balances: list[TokenBalance] = field(default_factory=list)
+    post_token_balances: list[TokenBalance] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -110,6 +115,15 @@ class SolanaRpc:
         except (KeyError, TypeError, AttributeError) as exc:
             raise RpcUnavailable(f"simulateTransaction: unexpected shape ({exc!r})") from exc
 
+    async def send(self, tx: VersionedTransaction) -> str:
+        """Submit a signed transaction (preflight at `confirmed`); its signature."""
+        wire = base64.b64encode(bytes(tx)).decode()
+        config = {"encoding": "base64", "preflightCommitment": "confirmed"}
+        result = await self._call("sendTransaction", [wire, config])
+        if not isinstance(result, str):
+            raise RpcUnavailable("sendTransaction: malformed answer")
+        return result
+
     async def transaction(
         self, signature: str, commitment: str = "finalized"
     ) -> FinalizedTransaction | None:
@@ -145,6 +159,12 @@ class SolanaRpc:
                 account_keys=keys,
                 pre_balances=[int(b) for b in meta["preBalances"]],
                 post_balances=[int(b) for b in meta["postBalances"]],
+                pre_token_balances=[
+                    TokenBalance.from_rpc(b) for b in meta.get("preTokenBalances") or []
+                ],
+                post_token_balances=[
+                    TokenBalance.from_rpc(b) for b in meta.get("postTokenBalances") or []
+                ],
             )
         except (KeyError, IndexError, TypeError, ValueError) as exc:
             raise RpcUnavailable(f"getTransaction: unexpected shape ({exc!r})") from exc

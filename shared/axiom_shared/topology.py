@@ -26,6 +26,8 @@ PAYMENTS_CREATE = "payments.create"
 PAYMENTS_GET = "payments.get"
 PAYMENTS_CATALOG = "payments.catalog"
 PAYMENTS_MATCH = "payments.match"
+PAYMENTS_REFUND_REQUEST = "payments.refunds.request"
+PAYMENTS_REFUND_GET = "payments.refunds.get"
 AMADEUS_SEARCH = "amadeus.search"
 AMADEUS_BOOK = "amadeus.book"
 

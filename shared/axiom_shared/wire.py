@@ -22,12 +22,19 @@ ORDER_ID_PATTERN: Final = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 #: A user id, as the trusted auth layer names it.
 USER_ID_PATTERN: Final = r"^[A-Za-z0-9_.:@|-]{1,128}$"
 
+#: A refund request (`rf_` and 24 random URL-safe characters when we make one).
+REFUND_ID_PATTERN: Final = r"^rf_[A-Za-z0-9_-]{16,64}$"
 _PAYMENT_ID = re.compile(PAYMENT_ID_PATTERN)
+_REFUND_ID = re.compile(REFUND_ID_PATTERN)
 _ORDER_ID = re.compile(ORDER_ID_PATTERN)
 
 
 def is_payment_id(text: str) -> bool:
     return _PAYMENT_ID.match(text) is not None
+
+
+def is_refund_id(text: str) -> bool:
+    return _REFUND_ID.match(text) is not None
 
 
 def is_order_id(text: str) -> bool:

@@ -132,11 +132,11 @@ async def open_page(
     return page
 
 
-async def buy(page: Page) -> str:
+async def buy(page: Page, order: str = ORDER, price: str = "0.1 SOL") -> str:
     """Click Buy on the order; returns the payment id once the QR and `pending` show."""
-    row = page.locator(f"#items li[data-order-id='{ORDER}']")
+    row = page.locator(f"#items li[data-order-id='{order}']")
     await expect(row).to_contain_text("AxiomID Pro")
-    await expect(row).to_contain_text("0.1 SOL")
+    await expect(row).to_contain_text(price)
     await row.get_by_role("button", name="Buy").click()
     await expect(page.locator("#checkout")).to_be_visible()
     qr = page.locator("#qr")

@@ -16,6 +16,7 @@ from nats.aio.client import Client as NATS
 from playwright.async_api import Browser, Page, Route, expect
 
 from axiom_shared.schemas import PaymentStatus
+from sandbox.solana.tokens import SANDBOX_USDC_MINT
 from sandbox.solana.wallet import pay_url
 from tests.browser.checkout_page import (
     Checkout,
@@ -53,6 +54,19 @@ async def test_timeline_follows_live_status_events(
     await expect(page.locator("#status")).to_have_text("Paid: your purchase is ready.")
     await expect(page.locator("#timeline li.done")).to_have_count(4)
     await screenshot(page, "checkout-events-provisioned")
+    assert page_errors.pop(page) == []
+
+
+async def test_a_usdc_item_is_priced_and_paid_in_usdc(browser: Browser, checkout: Checkout) -> None:
+    """The price, the amount to pay and the wallet QR are in the item's own currency."""
+    page = await open_page(browser, checkout)
+    await buy(page, "axiomid-pro-monthly-usdc", "5 USDC")
+    await expect(page.locator("#pay-amount")).to_have_text("5 USDC")
+    link = await page.locator("#pay-link").get_attribute("href")
+    assert link is not None
+    assert f"spl-token={SANDBOX_USDC_MINT}" in link
+    assert "amount=5&" in link
+    await screenshot(page, "checkout-usdc")
     assert page_errors.pop(page) == []
 
 

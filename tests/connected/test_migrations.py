@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from solders.keypair import Keypair
 
 from axiom_amadeus_proxy.app import bookings_migrations
 from axiom_payments.app import payments_migrations
@@ -297,8 +298,49 @@ async def test_receipts_migration_gives_counted_payments_their_receipt(tmp_path:
         await db.close()
 
 
+async def test_currency_and_refunds_migrations_go_up_and_back(tmp_path: Path) -> None:
+    """0006: every payment so far is in SOL; the way down refuses while a token payment
+    exists (its amounts would read as lamports). 0007: what was owed shows as refund_due;
+    the way down owes again what was refunded."""
+    db = await open_database(f"file:{tmp_path / 'payments.db'}")
+    try:
+        await migrate(db, payments_migrations(), target=5)
+        await insert_payment(db, 1, status="provisioned", tx_signature="sig-1",
+                             received_lamports=1500)  # fmt: skip
+        await db.execute("UPDATE payments SET refund_due_lamports = 500 WHERE id = 1")
+        assert await migrate(db, payments_migrations(), target=7) == [6, 7]
+        row = await db.fetch_one(
+            "SELECT currency, mint, decimals, refunded_lamports, refund_status FROM payments"
+        )
+        assert row == {
+            "currency": "SOL",
+            "mint": None,
+            "decimals": 9,
+            "refunded_lamports": 0,
+            "refund_status": "refund_due",
+        }
+        with pytest.raises(IntegrityError):  # a token payment names its mint
+            await db.execute("UPDATE payments SET currency = 'USDC' WHERE id = 1")
+        await db.execute(
+            "UPDATE payments SET refunded_lamports = 500, refund_due_lamports = 0,"
+            " refund_status = 'refunded' WHERE id = 1"
+        )
+        assert await migrate_down(db, payments_migrations(), target=6) == [7]
+        row = await db.fetch_one("SELECT refund_due_lamports FROM payments")
+        assert row == {"refund_due_lamports": 500}
+        await db.execute(
+            "UPDATE payments SET currency = 'USDC', mint = ?", [str(Keypair().pubkey())]
+        )
+        with pytest.raises(IntegrityError):
+            await migrate_down(db, payments_migrations(), target=5)
+        await db.execute("UPDATE payments SET currency = 'SOL', mint = NULL")
+        assert await migrate_down(db, payments_migrations(), target=5) == [6]
+    finally:
+        await db.close()
+
+
 async def test_seen_columns_hold_only_known_outcomes_and_go_back(tmp_path: Path) -> None:
-    """0006: a payment shows a transaction seen at confirmed (display only) and what became of
+    """0008: a payment shows a transaction seen at confirmed (display only) and what became of
     it; the way down drops the columns and nothing else."""
     db = await open_database(f"file:{tmp_path / 'payments.db'}")
     try:
@@ -310,9 +352,9 @@ async def test_seen_columns_hold_only_known_outcomes_and_go_back(tmp_path: Path)
             await db.execute("UPDATE payments SET seen_outcome = ? WHERE id = 1", [outcome])
         with pytest.raises(IntegrityError):
             await db.execute("UPDATE payments SET seen_outcome = 'paid' WHERE id = 1")
-        assert await migrate_down(db, payments_migrations(), target=5) == [6]
+        assert await migrate_down(db, payments_migrations(), target=7) == [8]
         rows = await db.fetch_all("SELECT public_id, status FROM payments")
         assert [tuple(r.values()) for r in rows] == [(f"pay_{1:020d}", "pending")]
-        assert await migrate(db, payments_migrations()) == [6]
+        assert await migrate(db, payments_migrations()) == [8]
     finally:
         await db.close()

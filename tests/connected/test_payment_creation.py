@@ -53,6 +53,10 @@ async def test_catalogue_and_transaction_request_label(payments_stack: PaymentsS
         "order_id": ORDER,
         "label": "AxiomID Pro — 1 month",
         "amount_lamports": "100000000",
+        "currency": "SOL",
+        "amount": "100000000",
+        "decimals": 9,
+        "mint": None,
     } in items
     status, info, _ = await call(payments_stack, "GET", f"/api/pay/req/{ORDER}")
     assert status == 200

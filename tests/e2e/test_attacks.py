@@ -10,219 +10,31 @@ many distinct clients (X-Forwarded-For) as it needs.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import sys
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
-from solana.rpc.async_api import AsyncClient
-from solana.rpc.commitment import Confirmed
 from solders.keypair import Keypair
-from solders.pubkey import Pubkey
-from solders.signature import Signature
 
-from axiom_shared.db import Database, open_database
-from axiom_shared.redis import create_redis
-from deploy.local.processes import ChildProcess, quiet, service_process
+from deploy.local.processes import quiet, service_process
 from sandbox.infra import NatsServer, RedisServer, free_port
-from tests.fixtures.solana import SandboxFactory, SolanaSandbox, airdrop, send_transfer
+from tests.fixtures.solana import SolanaSandbox
+from tests.fixtures.stack import (
+    ORDER,
+    PAYMENTS_PER_CLIENT,
+    PRICE,
+    REQUESTS_PER_ACCOUNT,
+    SOL,
+    Stack,
+    StackFactory,
+    service_env,
+)
 
 pytestmark = pytest.mark.e2e
-
-ORDER = "axiomid-pro-monthly"
-PRICE = 100_000_000
-SOL = 1_000_000_000
-SECRET = "attack-suite-helius-secret"
-#: The shipped defaults (tests/conftest.py lifts them for every other test).
-PAYMENTS_PER_CLIENT = 30
-REQUESTS_PER_ACCOUNT = 10
-PAYMENT_RATE_LIMIT = {
-    "prefix": "/api/pay/", "methods": ["POST"], "limit": PAYMENTS_PER_CLIENT, "window": 60
-}  # fmt: skip
-ACCOUNT_RATE_LIMIT = {
-    "prefix": "/api/pay/req/", "methods": ["POST"], "limit": REQUESTS_PER_ACCOUNT, "window": 60
-}  # fmt: skip
-
-
-@dataclass
-class Stack:
-    children: dict[str, ChildProcess]
-    sandbox: SolanaSandbox
-    env: dict[str, str]
-    merchant: Keypair
-    fee_payer: Keypair
-    db: Database
-    http: aiohttp.ClientSession
-    #: A fresh client address per call of `client()`.
-    _clients: list[int] = field(default_factory=lambda: [0])
-
-    @property
-    def url(self) -> str:
-        return self.children["gateway"].base_url
-
-    def client(self) -> str:
-        self._clients[0] += 1
-        n = self._clients[0]
-        return f"198.18.{n // 250}.{n % 250 + 1}"
-
-    async def call(
-        self, method: str, path: str, *, client: str, **kwargs: Any
-    ) -> tuple[int, Any, dict[str, str]]:
-        headers = {"X-Forwarded-For": client, **kwargs.pop("headers", {})}
-        async with self.http.request(method, self.url + path, headers=headers, **kwargs) as resp:
-            return resp.status, await resp.json(content_type=None), dict(resp.headers)
-
-    async def create(self, client: str | None = None, **body: Any) -> dict[str, Any]:
-        code, created, _ = await self.call(
-            "POST", f"/api/pay/req/{ORDER}", client=client or self.client(), json=body
-        )
-        assert code == 200, created
-        result: dict[str, Any] = created
-        return result
-
-    async def status(self, payment_id: str) -> dict[str, Any]:
-        code, view, _ = await self.call(
-            "GET", f"/api/pay/check-status/{payment_id}", client=self.client()
-        )
-        assert code == 200, view
-        result: dict[str, Any] = view
-        return result
-
-    async def wait(
-        self, payment_id: str, wanted: Callable[[dict[str, Any]], bool], timeout: float = 15.0
-    ) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        view = await self.status(payment_id)
-        while not wanted(view):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{payment_id} never got there: {view}")
-            await asyncio.sleep(0.1)
-            view = await self.status(payment_id)
-        return view
-
-    async def payer(self, lamports: int = 5 * SOL) -> Keypair:
-        keypair = Keypair()
-        await airdrop(self.sandbox, str(keypair.pubkey()), lamports)
-        return keypair
-
-    async def send(
-        self,
-        payer: Keypair,
-        lamports: int,
-        reference: str,
-        *,
-        recipient: str | None = None,
-        skip_preflight: bool = False,
-        confirm: bool = True,
-    ) -> Signature:
-        async with AsyncClient(self.sandbox.rpc_url) as rpc:
-            return await send_transfer(
-                rpc,
-                payer,
-                recipient or str(self.merchant.pubkey()),
-                lamports,
-                (reference,),
-                # One payer may send the same transfer twice: a memo keeps them distinct.
-                memo=uuid.uuid4().hex,
-                skip_preflight=skip_preflight,
-                confirm=confirm,
-            )
-
-    async def balance(self, address: Pubkey) -> int:
-        async with AsyncClient(self.sandbox.rpc_url) as rpc:
-            return (await rpc.get_balance(address, Confirmed)).value
-
-    async def count(self, sql: str, args: list[Any] | None = None) -> int:
-        row = await self.db.fetch_one(sql, args or [])
-        assert row is not None
-        return int(next(iter(row.values())))
-
-    async def observations(self, payment_id: str) -> list[tuple[str, str]]:
-        rows = await self.db.fetch_all(
-            "SELECT o.signature, o.reason FROM observations o"
-            " JOIN payments p ON p.id = o.payment_id WHERE p.public_id = ?",
-            [payment_id],
-        )
-        return sorted((str(r["signature"]), str(r["reason"])) for r in rows)
-
-
-StackFactory = Callable[..., Awaitable[Stack]]
-
-
-def service_env(
-    nats: NatsServer, redis: RedisServer, sandbox: SolanaSandbox, tmp: Path
-) -> dict[str, str]:
-    return {
-        "ENVIRONMENT": "production",
-        "NATS_URL": nats.url,
-        "REDIS_URL": redis.url,
-        "TURSO_DB_URL": f"file:{tmp / 'payments.db'}",
-        "SOLANA_RPC_URL": sandbox.rpc_url,
-        "SOLANA_RPC_TIMEOUT": "2",
-        "HELIUS_WEBHOOK_SECRET": SECRET,
-        "RECONCILE_INTERVAL_SECONDS": "0.5",
-        "RETRY_DELAY_SCALE": "0.05",
-        "TRUSTED_PROXIES": "127.0.0.1/32",
-        "PAYMENT_RATE_LIMIT": json.dumps(PAYMENT_RATE_LIMIT),
-        "ACCOUNT_RATE_LIMIT": json.dumps(ACCOUNT_RATE_LIMIT),
-        "LOG_LEVEL": "WARNING",
-    }
-
-
-@pytest.fixture
-async def attack_stack(
-    own_nats: NatsServer,
-    redis_server: RedisServer,
-    solana_sandbox_factory: SandboxFactory,
-    tmp_path: Path,
-) -> AsyncIterator[StackFactory]:
-    async with contextlib.AsyncExitStack() as exits:
-
-        async def start(*, webhooks: bool = True, **overrides: str) -> Stack:
-            # Rate-limit windows of this module's earlier tests (same client addresses) go.
-            redis = create_redis(redis_server.url)
-            await redis.flushdb()
-            await redis.aclose()
-            sandbox = await solana_sandbox_factory()
-            merchant, fee_payer = Keypair(), Keypair()
-            # Funded, as a merchant's wallet is: even a 1-lamport payment can land in it.
-            await airdrop(sandbox, str(merchant.pubkey()), SOL)
-            await airdrop(sandbox, str(fee_payer.pubkey()), SOL)
-            env = {
-                **service_env(own_nats, redis_server, sandbox, tmp_path),
-                "MERCHANT_WALLET": str(merchant.pubkey()),
-                "SOLANA_PRIVATE_KEY": str(fee_payer),
-                **overrides,
-            }
-            children = {
-                name: service_process(name, env, port=free_port(), sink=quiet)
-                for name in ("gateway", "payments", "verifier")
-            }
-            for child in children.values():
-                exits.push_async_callback(child.terminate, 10)
-                await child.start()
-            await asyncio.gather(*(c.wait_healthy(30) for c in children.values()))
-            if webhooks:
-                await sandbox.admin.register_webhook(
-                    children["gateway"].base_url + "/api/webhooks/helius",
-                    [str(merchant.pubkey())],
-                    auth_header=SECRET,
-                )
-            db = await open_database(env["TURSO_DB_URL"])
-            exits.push_async_callback(db.close)
-            http = await exits.enter_async_context(aiohttp.ClientSession())
-            return Stack(children, sandbox, env, merchant, fee_payer, db, http)
-
-        yield start
-
 
 # --- 1. free goods --------------------------------------------------------------------------
 

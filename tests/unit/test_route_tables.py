@@ -92,10 +92,12 @@ def test_features_and_rate_limits_come_from_the_table() -> None:
     assert {key for key, route in table.items() if route.feature == "solana_payments"} == {
         ("POST", "/api/pay/req/{order_id}"),
         ("POST", "/api/pay/verify"),
+        ("POST", "/api/refunds/req/{refund_id}"),
     }
     assert {key for key, route in table.items() if route.rate_limit is RateLimitClass.PAYMENT} == {
         ("POST", "/api/pay/req/{order_id}"),
         ("POST", "/api/pay/verify"),
+        ("POST", "/api/refunds/req/{refund_id}"),
     }
     for key, route in table.items():
         if key[1].startswith("/api/proxy/"):

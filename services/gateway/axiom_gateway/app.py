@@ -14,6 +14,7 @@ from axiom_gateway import (
     amadeus_routes,
     payments_routes,
     paymob_routes,
+    refund_routes,
     status_routes,
     webhook_routes,
 )
@@ -40,6 +41,7 @@ ROUTES = (
     *webhook_routes.ROUTES,
     *paymob_routes.ROUTES,
     *status_routes.ROUTES,
+    *refund_routes.ROUTES,
     Route(
         "GET",
         "/openapi.json",

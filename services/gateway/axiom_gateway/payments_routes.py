@@ -27,6 +27,7 @@ from axiom_shared.openapi import BODY_ERRORS, errors, header_param, path_param
 from axiom_shared.payments_client import latest_status_key, payments_of
 from axiom_shared.routes import RateLimitClass, Route
 from axiom_shared.schemas import (
+    SOL_DECIMALS,
     CatalogItem,
     ChangeSource,
     CreatePaymentInput,
@@ -67,7 +68,15 @@ def _order_not_found(order_id: str) -> ApiError:
 
 async def get_catalog(req: web.Request) -> web.Response:
     items = [
-        CatalogEntry(order_id=i.order_id, label=i.label, amount_lamports=i.amount_lamports)
+        CatalogEntry(
+            order_id=i.order_id,
+            label=i.label,
+            amount_lamports=i.amount_lamports,
+            currency=i.currency,
+            amount=i.amount,
+            decimals=SOL_DECIMALS if i.decimals is None else i.decimals,
+            mint=i.mint,
+        )
         for i in await payments_of(req.app).catalog()
     ]
     return json_response([i.model_dump(mode="json") for i in items])

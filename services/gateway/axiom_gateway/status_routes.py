@@ -155,11 +155,18 @@ async def _relay_answer(upstream: aiohttp.ClientResponse) -> web.Response:
 
 
 def transfer_url_pays(request: TransferRequest, payment: PaymentView) -> bool:
-    """True when `request` is a Solana Pay transfer request paying exactly this payment."""
+    """True when `request` is a Solana Pay transfer request paying exactly this payment (in
+    its currency: `spl-token` is the payment's mint, or absent for SOL)."""
+    if request.spl_token != payment.mint:
+        return False
+    try:
+        units = request.units(payment.decimals)
+    except SolanaPayUrlError:
+        return False
     return (
         request.recipient == payment.recipient
         and payment.reference in request.references
-        and request.lamports == payment.amount_lamports
+        and units == payment.amount
     )
 
 

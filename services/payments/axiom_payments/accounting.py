@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from axiom_payments.ledger import PaymentRow, ReceiptRow
-from axiom_shared.schemas import PaymentStatus
+from axiom_shared.schemas import PaymentStatus, RefundState
 
 #: Completed: its money belongs to the merchant up to the price.
 COMPLETED = frozenset({PaymentStatus.VERIFIED, PaymentStatus.PROVISIONED})
@@ -46,11 +46,25 @@ def completion_deadline(row: PaymentRow, lookback: timedelta) -> datetime:
     return row.expires_at + lookback
 
 
-def refund_due(status: PaymentStatus, amount: int, received: int) -> int:
+def refund_due(status: PaymentStatus, amount: int, received: int, refunded: int = 0) -> int:
     """Owed back: the excess of a completed payment; all of an expired or failed one's; none
-    while a pending payment can still be topped up."""
+    while a pending payment can still be topped up; less what refunds already gave back."""
     if status in COMPLETED:
-        return max(received - amount, 0)
-    if status is PaymentStatus.PENDING:
-        return 0
-    return received
+        owed = max(received - amount, 0)
+    elif status is PaymentStatus.PENDING:
+        owed = 0
+    else:
+        owed = received
+    return max(owed - refunded, 0)
+
+
+def refund_state(due: int, refunded: int, requested: bool) -> RefundState | None:
+    """refund_due → refund_requested → refunded, from the amounts and whether a request is
+    open (None: nothing was ever owed)."""
+    if requested:
+        return RefundState.REFUND_REQUESTED
+    if due > 0:
+        return RefundState.REFUND_DUE
+    if refunded > 0:
+        return RefundState.REFUNDED
+    return None

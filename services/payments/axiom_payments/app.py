@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contextlib import AsyncExitStack
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from importlib.resources import files
 
 from aiohttp import web
@@ -15,6 +15,7 @@ from axiom_payments.catalog import Catalog, load_catalog
 from axiom_payments.creation import Creator
 from axiom_payments.lifecycle import Lifecycle
 from axiom_payments.outbox import OutboxRelay
+from axiom_payments.refunds import RefundCaps, Refunder
 from axiom_payments.scheduler import Scheduler
 from axiom_payments.seen import SeenMarkers
 from axiom_payments.settings import PaymentsSettings
@@ -27,14 +28,18 @@ from axiom_shared.nats import Endpoint, InFlight, JetStreamConsumer, serve
 from axiom_shared.schemas import (
     CreatePaymentInput,
     CreatePaymentResult,
+    Currency,
     GetCatalogInput,
     GetCatalogResult,
     GetPaymentInput,
     GetPaymentResult,
+    GetRefundInput,
     MatchPaymentsInput,
     MatchPaymentsResult,
     PaymentFindings,
     PaymentSeen,
+    RefundResult,
+    RequestRefundInput,
 )
 from axiom_shared.service import (
     add_readiness_check,
@@ -52,6 +57,8 @@ from axiom_shared.topology import (
     PAYMENTS_FINDINGS,
     PAYMENTS_GET,
     PAYMENTS_MATCH,
+    PAYMENTS_REFUND_GET,
+    PAYMENTS_REFUND_REQUEST,
     PAYMENTS_SEEN,
 )
 
@@ -72,10 +79,22 @@ def merchant_keys(settings: PaymentsSettings) -> tuple[str, Keypair | None]:
     return settings.merchant(str(fee_payer.pubkey()) if fee_payer else None), fee_payer
 
 
+def refund_key(settings: PaymentsSettings) -> Keypair | None:
+    """The hot-wallet refund key, when configured (never named in an error: it is a secret)."""
+    secret = secret_value(settings.refund_private_key)
+    if not secret:
+        return None
+    try:
+        return load_keypair(secret)
+    except (ValueError, TypeError):
+        raise ValueError("REFUND_PRIVATE_KEY is not a valid Solana keypair") from None
+
+
 def create_app(settings: PaymentsSettings) -> web.Application:
     app = create_service_app(settings)
     # Read at start-up: a bad catalogue or key stops the service before it takes any work.
     app[catalog_key] = load_catalog(settings.catalog_path)
+    hot_wallet = refund_key(settings)
     merchant, fee_payer = merchant_keys(settings)
     app.cleanup_ctx.append(
         database_context(
@@ -105,18 +124,47 @@ def create_app(settings: PaymentsSettings) -> web.Application:
             merchant_wallet=Pubkey.from_string(merchant),
             fee_payer=fee_payer,
             payment_ttl=timedelta(seconds=settings.payment_ttl_seconds),
+            tokens={
+                Currency.USDC: (Pubkey.from_string(settings.usdc_mint), settings.usdc_decimals)
+            },
+            refund_wallet=hot_wallet.pubkey() if hot_wallet else None,
+        )
+
+        lookback = timedelta(seconds=settings.expired_lookback_seconds)
+        lifecycle = Lifecycle(db=db, relay=relay, catalog=app[catalog_key], lookback=lookback)
+        refunder = Refunder(
+            lifecycle=lifecycle,
+            rpc=rpc,
+            blockhashes=creator.blockhashes,
+            merchant_wallet=creator.merchant_wallet,
+            hot_wallet=hot_wallet,
+            caps={
+                Currency.SOL: RefundCaps(
+                    settings.refund_max_lamports, settings.refund_daily_max_lamports
+                ),
+                Currency.USDC: RefundCaps(settings.refund_max_usdc, settings.refund_daily_max_usdc),
+            },
+            ttl=timedelta(seconds=settings.refund_ttl_seconds),
+            lookback=lookback,
         )
 
         async def get_payment(request: GetPaymentInput) -> GetPaymentResult:
             row = await ledger.get_payment(db, request.payment_id)
             if row is None:
                 raise not_found("payment")
+            watched = await ledger.refunds_of(db, row.id, datetime.now(UTC) - lookback)
             return GetPaymentResult(
-                payment=row.view(), correlation_id=row.correlation_id, scan_cursor=row.scan_cursor
+                payment=row.view(),
+                correlation_id=row.correlation_id,
+                scan_cursor=row.scan_cursor,
+                refunds=[refund.view() for refund in watched],
             )
 
+        async def get_refund(request: GetRefundInput) -> RefundResult:
+            return await refunder.get(request.refund_id)
+
         async def get_catalog(_request: GetCatalogInput) -> GetCatalogResult:
-            return GetCatalogResult(items=app[catalog_key].items)
+            return GetCatalogResult(items=creator.priced_items())
 
         async def create_payment(request: CreatePaymentInput) -> CreatePaymentResult:
             return await creator.create(request)
@@ -124,16 +172,21 @@ def create_app(settings: PaymentsSettings) -> web.Application:
         async def match_payments(request: MatchPaymentsInput) -> MatchPaymentsResult:
             # Every status: a transaction naming two of our payments pays neither, and money
             # sent to a finished payment is still recorded (owed back).
-            rows = await ledger.payments_by_reference(db, list(dict.fromkeys(request.references)))
+            keys = list(dict.fromkeys(request.references))
+            rows = await ledger.payments_by_reference(db, keys)
+            # And the payments whose watched refund request names one of them (its landing).
+            refunded, refunds = await ledger.payments_by_refund_reference(
+                db, keys, datetime.now(UTC) - lookback
+            )
+            rows += [row for row in refunded if row.id not in {r.id for r in rows}]
             return MatchPaymentsResult(
+                refunds=[refund.view() for refund in refunds],
                 payments=[row.view() for row in rows],
                 correlation_ids={
                     row.public_id: row.correlation_id for row in rows if row.correlation_id
                 },
             )
 
-        lookback = timedelta(seconds=settings.expired_lookback_seconds)
-        lifecycle = Lifecycle(db=db, relay=relay, catalog=app[catalog_key], lookback=lookback)
         findings = JetStreamConsumer(
             bus.nc,
             bus.js,
@@ -160,6 +213,7 @@ def create_app(settings: PaymentsSettings) -> web.Application:
             interval=settings.reconcile_interval_seconds,
             expired_lookback=lookback,
             reconcile_batch=settings.reconcile_batch,
+            refunder=refunder,
         )
         scheduler.start()
         stack.push_async_callback(scheduler.stop)
@@ -182,6 +236,10 @@ def create_app(settings: PaymentsSettings) -> web.Application:
                 Endpoint("get", PAYMENTS_GET, GetPaymentInput, get_payment),
                 Endpoint("catalog", PAYMENTS_CATALOG, GetCatalogInput, get_catalog),
                 Endpoint("match", PAYMENTS_MATCH, MatchPaymentsInput, match_payments),
+                Endpoint(
+                    "refund-request", PAYMENTS_REFUND_REQUEST, RequestRefundInput, refunder.request
+                ),
+                Endpoint("refund-get", PAYMENTS_REFUND_GET, GetRefundInput, get_refund),
             ],
             description="payments: create, status, catalogue",
             in_flight=in_flight,

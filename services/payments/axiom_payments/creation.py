@@ -30,16 +30,24 @@ from axiom_payments import ledger
 from axiom_payments.catalog import Catalog
 from axiom_payments.ledger import PaymentRow
 from axiom_payments.outbox import OutboxRelay
-from axiom_payments.solana_pay import as_versioned, co_sign, encoded, transfer_transaction
+from axiom_payments.solana_pay import (
+    as_versioned,
+    co_sign,
+    encoded,
+    token_transfer_transaction,
+    transfer_transaction,
+)
 from axiom_shared.db import Database, IntegrityError
 from axiom_shared.errors import ApiError, ErrorDetail, not_found, unavailable
 from axiom_shared.idempotency import fingerprint
 from axiom_shared.logging import current_correlation_id, get_logger
 from axiom_shared.schemas import (
+    SOL_DECIMALS,
     CatalogItem,
     ChangeSource,
     CreatePaymentInput,
     CreatePaymentResult,
+    Currency,
     PaymentStatus,
 )
 from axiom_shared.solana_pay import transfer_url
@@ -58,6 +66,26 @@ class Creator:
     merchant_wallet: Pubkey
     fee_payer: Keypair | None
     payment_ttl: timedelta
+    #: Currency → (mint, decimals) of each token sold (USDC_MINT, USDC_DECIMALS).
+    tokens: dict[Currency, tuple[Pubkey, int]]
+    #: The hot-wallet refund key's wallet (REFUND_PRIVATE_KEY), when there is one.
+    refund_wallet: Pubkey | None = None
+
+    def priced_items(self) -> list[CatalogItem]:
+        """The catalogue with each item's currency spelled out (mint, decimals)."""
+        items = []
+        for item in self.catalog.items:
+            mint, decimals = self._mint(item)
+            items.append(
+                item.model_copy(update={"mint": str(mint) if mint else None, "decimals": decimals})
+            )
+        return items
+
+    def _mint(self, item: CatalogItem) -> tuple[Pubkey | None, int]:
+        """The item's mint (None for SOL) and decimals."""
+        if item.currency is Currency.SOL:
+            return None, SOL_DECIMALS
+        return self.tokens[item.currency]
 
     @functools.cached_property
     def held_keys(self) -> frozenset[str]:
@@ -65,6 +93,8 @@ class Creator:
         keys = {str(self.merchant_wallet)}
         if self.fee_payer is not None:
             keys.add(str(self.fee_payer.pubkey()))
+        if self.refund_wallet is not None:
+            keys.add(str(self.refund_wallet))
         return frozenset(keys)
 
     async def create(self, request: CreatePaymentInput) -> CreatePaymentResult:
@@ -93,11 +123,12 @@ class Creator:
         reference = Pubkey(secrets.token_bytes(32))
         now = datetime.now(UTC)
         message = _message(item.label, public_id)
+        mint, decimals = self._mint(item)
         transaction: str | None = None
         expected_signature: str | None = None
         if request.account is not None:
             transaction, expected_signature = await self._transaction(
-                request.account, item.amount_lamports, reference, public_id
+                request.account, item.amount, reference, public_id, mint, decimals
             )
 
         row = PaymentRow(
@@ -106,7 +137,8 @@ class Creator:
             order_id=item.order_id,
             user_id=request.user_id,
             reference_key=str(reference),
-            amount_lamports=item.amount_lamports,
+            # In the item's currency's smallest unit (the column's first name, see ledger).
+            amount_lamports=item.amount,
             received_lamports=0,
             refund_due_lamports=0,
             recipient=str(self.merchant_wallet),
@@ -123,23 +155,32 @@ class Creator:
             updated_at=now,
             scan_cursor=None,
             scanned_at=None,
+            currency=item.currency,
+            mint=str(mint) if mint else None,
+            decimals=decimals,
         )
         result = CreatePaymentResult(
             payment_id=public_id,
             reference=row.reference_key,
             recipient=row.recipient,
-            amount_lamports=row.amount_lamports,
+            amount_lamports=item.amount_lamports,
             transfer_url=transfer_url(
                 row.recipient,
-                item.amount_lamports,
+                item.amount,
                 row.reference_key,
                 item.label,
                 message,
                 public_id,
+                spl_token=row.mint,
+                decimals=decimals,
             ),
             expires_at=row.expires_at,
             message=message,
             transaction=transaction,
+            currency=item.currency,
+            mint=row.mint,
+            decimals=decimals,
+            amount=item.amount,
         )
         extra = []
         if request.idempotency_key:
@@ -171,20 +212,42 @@ class Creator:
         return result
 
     async def _transaction(
-        self, account: str, lamports: int, reference: Pubkey, public_id: str
+        self,
+        account: str,
+        amount: int,
+        reference: Pubkey,
+        public_id: str,
+        mint: Pubkey | None,
+        decimals: int,
     ) -> tuple[str, str | None]:
-        """The transfer for `account` to sign (base64), and its signature when the merchant
-        co-signed it as fee payer."""
+        """The transfer for `account` to sign (base64): lamports, or with a `mint` its token
+        base units as a TransferChecked to the merchant's token account; and its signature
+        when the merchant co-signed it as fee payer."""
         blockhash = await self._recent_blockhash()
-        tx = transfer_transaction(
-            payer=Pubkey.from_string(account),
-            recipient=self.merchant_wallet,
-            lamports=lamports,
-            reference=reference,
-            memo=public_id,
-            blockhash=blockhash,
-            fee_payer=self.fee_payer.pubkey() if self.fee_payer else None,
-        )
+        fee_payer = self.fee_payer.pubkey() if self.fee_payer else None
+        payer = Pubkey.from_string(account)
+        if mint is None:
+            tx = transfer_transaction(
+                payer=payer,
+                recipient=self.merchant_wallet,
+                lamports=amount,
+                reference=reference,
+                memo=public_id,
+                blockhash=blockhash,
+                fee_payer=fee_payer,
+            )
+        else:
+            tx = token_transfer_transaction(
+                payer=payer,
+                recipient=self.merchant_wallet,
+                mint=mint,
+                decimals=decimals,
+                amount=amount,
+                reference=reference,
+                memo=public_id,
+                blockhash=blockhash,
+                fee_payer=fee_payer,
+            )
         expected_signature: str | None = None
         if self.fee_payer is not None:
             # Simulated unsigned: a transaction that would fail is never signed.
@@ -209,6 +272,7 @@ class Creator:
                 "payment_not_payable",
                 f"this payment is {_state(row)}: start a new one",
             )
+        mint = Pubkey.from_string(row.mint) if row.mint else None
         transaction: str | None = None
         if request.account is not None:
             transaction, _ = await self._transaction(
@@ -216,13 +280,16 @@ class Creator:
                 row.amount_lamports,
                 Pubkey.from_string(row.reference_key),
                 row.public_id,
+                mint,
+                row.decimals,
             )
         message = _message(item.label, row.public_id)
         return CreatePaymentResult(
             payment_id=row.public_id,
             reference=row.reference_key,
             recipient=row.recipient,
-            amount_lamports=row.amount_lamports,
+            # In the payment's currency's smallest unit; "0" lamports for a token payment.
+            amount_lamports=row.amount_lamports if mint is None else 0,
             transfer_url=transfer_url(
                 row.recipient,
                 row.amount_lamports,
@@ -230,10 +297,16 @@ class Creator:
                 item.label,
                 message,
                 row.public_id,
+                spl_token=row.mint,
+                decimals=row.decimals,
             ),
             expires_at=row.expires_at,
             message=message,
             transaction=transaction,
+            currency=row.currency,
+            mint=row.mint,
+            decimals=row.decimals,
+            amount=row.amount_lamports,
         )
 
     async def _replay(

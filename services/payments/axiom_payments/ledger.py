@@ -1,7 +1,9 @@
 """The payments ledger: the one module that reads and writes the payments DB.
 
-- Typed rows (`PaymentRow`, `ReceiptRow`): every amount is an `int` of lamports and every
-  status a `PaymentStatus`, checked by mypy, never a `dict[str, Any]`.
+- Typed rows (`PaymentRow`, `ReceiptRow`): every amount is an `int` in the smallest unit of
+  the payment's `currency` (lamports for SOL, base units for a token: the `*_lamports`
+  columns kept their first names, migration 0006) and every status a `PaymentStatus`,
+  checked by mypy, never a `dict[str, Any]`.
 - `TRANSITIONS` is the lifecycle of DESIGN.md ("Payment lifecycle"), the only place a status
   can move; `record_change` refuses anything else.
 - `record_change` is the one way a payment changes: the change as ONE conditional UPDATE
@@ -24,14 +26,21 @@ from typing import Any
 from axiom_payments.events import OutgoingEvent, status_event
 from axiom_shared.db import Database, Statement
 from axiom_shared.schemas import (
+    SOL_DECIMALS,
     ChangeSource,
+    Currency,
     Observation,
     PaymentStatus,
     PaymentStatusChanged,
     PaymentView,
     Receipt,
+    RefundMode,
+    RefundState,
+    RefundStatus,
+    RefundView,
     SeenOutcome,
 )
+from axiom_shared.solana_pay import transfer_url
 from axiom_shared.wire import stamp
 
 P = PaymentStatus
@@ -52,11 +61,13 @@ TRANSITIONS: dict[tuple[PaymentStatus | None, PaymentStatus], str] = {
 #: Open: still scanned on chain by the reconcile loop (pending, or expired within the lookback,
 #: where late receipts may still complete it). Arguments: the lookback's cut-off time.
 OPEN_SQL = "(status = 'pending' OR (status = 'expired' AND expires_at > ?))"
-#: Open, or finished (verified, provisioned, failed) within the lookback. Arguments: the
-#: lookback's cut-off time, twice.
+#: Open, or finished (verified, provisioned, failed) within the lookback, or with a refund
+#: request open or closed within the lookback (its transfer must be seen landing). Arguments:
+#: the lookback's cut-off time, three times.
 WATCHED_SQL = (
     "(status = 'pending' OR (status = 'expired' AND expires_at > ?)"
-    " OR (status IN ('verified', 'provisioned', 'failed') AND updated_at > ?))"
+    " OR (status IN ('verified', 'provisioned', 'failed') AND updated_at > ?)"
+    " OR refund_status = 'refund_requested' OR (refund_status IS NOT NULL AND updated_at > ?))"
 )
 
 
@@ -96,6 +107,19 @@ class PaymentRow:
     seen_signature: str | None = None
     seen_at: datetime | None = None
     seen_outcome: SeenOutcome | None = None
+    #: What it is priced and paid in; the amounts above are in its smallest unit.
+    currency: Currency = Currency.SOL
+    #: The token's mint; None for SOL.
+    mint: str | None = None
+    decimals: int = SOL_DECIMALS
+    #: Given back so far (refunds landed), and where its refund stands.
+    refunded: int = 0
+    refund_status: RefundState | None = None
+
+    @property
+    def refund_open(self) -> bool:
+        """A refund request of it is open (may still land)."""
+        return self.refund_status is RefundState.REFUND_REQUESTED
 
     @classmethod
     def from_db(cls, row: dict[str, Any]) -> PaymentRow:
@@ -125,16 +149,36 @@ class PaymentRow:
             seen_signature=row["seen_signature"],
             seen_at=_time(row["seen_at"]),
             seen_outcome=SeenOutcome(row["seen_outcome"]) if row["seen_outcome"] else None,
+            currency=Currency(row["currency"]),
+            mint=row["mint"],
+            decimals=int(row["decimals"]),
+            refunded=int(row["refunded_lamports"]),
+            refund_status=RefundState(row["refund_status"]) if row["refund_status"] else None,
         )
 
+    @property
+    def in_lamports(self) -> bool:
+        return self.mint is None
+
     def view(self) -> PaymentView:
+        # The `*_lamports` fields carry lamports only: a token payment shows 0 there, so no
+        # client can read USDC base units as lamports.
+        lamports = 1 if self.in_lamports else 0
         return PaymentView(
             payment_id=self.public_id,
             status=self.status,
             order_id=self.order_id,
-            amount_lamports=self.amount_lamports,
-            received_lamports=self.received_lamports,
-            refund_due_lamports=self.refund_due_lamports,
+            amount_lamports=self.amount_lamports * lamports,
+            received_lamports=self.received_lamports * lamports,
+            refund_due_lamports=self.refund_due_lamports * lamports,
+            currency=self.currency,
+            mint=self.mint,
+            decimals=self.decimals,
+            amount=self.amount_lamports,
+            received=self.received_lamports,
+            refund_due=self.refund_due_lamports,
+            refunded=self.refunded,
+            refund_status=self.refund_status,
             recipient=self.recipient,
             reference=self.reference_key,
             tx_signature=self.tx_signature,
@@ -196,8 +240,108 @@ _PAYMENT_COLUMNS = (
     "id, public_id, order_id, user_id, reference_key, amount_lamports, received_lamports,"
     " refund_due_lamports, recipient, status, tx_signature, expected_signature, failure_reason,"
     " last_check, version, correlation_id, expires_at, finalized_at, created_at, updated_at,"
-    " scan_cursor, scanned_at, seen_signature, seen_at, seen_outcome"
+    " scan_cursor, scanned_at, seen_signature, seen_at, seen_outcome, currency, mint, decimals,"
+    " refunded_lamports, refund_status"
 )
+
+
+@dataclass(frozen=True)
+class RefundRow:
+    """A refund request (amounts in its payment's currency's smallest unit)."""
+
+    id: int
+    public_id: str
+    payment_row_id: int
+    payment_public_id: str
+    amount: int
+    recipient: str
+    sender: str
+    reference_key: str
+    status: RefundStatus
+    mode: RefundMode
+    signature: str | None
+    expected_signature: str | None
+    requested_by: str
+    reason: str | None
+    expires_at: datetime
+    created_at: datetime
+    updated_at: datetime
+    refunded_at: datetime | None
+    currency: Currency
+    mint: str | None
+    decimals: int
+
+    @classmethod
+    def from_db(cls, row: dict[str, Any]) -> RefundRow:
+        return cls(
+            id=int(row["id"]),
+            public_id=str(row["public_id"]),
+            payment_row_id=int(row["payment_id"]),
+            payment_public_id=str(row["payment_public_id"]),
+            amount=int(row["amount"]),
+            recipient=str(row["recipient"]),
+            sender=str(row["sender"]),
+            reference_key=str(row["reference_key"]),
+            status=RefundStatus(row["status"]),
+            mode=RefundMode(row["mode"]),
+            signature=row["signature"],
+            expected_signature=row["expected_signature"],
+            requested_by=str(row["requested_by"]),
+            reason=row["reason"],
+            expires_at=datetime.fromisoformat(row["expires_at"]),
+            created_at=datetime.fromisoformat(row["created_at"]),
+            updated_at=datetime.fromisoformat(row["updated_at"]),
+            refunded_at=_time(row["refunded_at"]),
+            currency=Currency(row["currency"]),
+            mint=row["mint"],
+            decimals=int(row["decimals"]),
+        )
+
+    def view(self) -> RefundView:
+        return RefundView(
+            refund_id=self.public_id,
+            payment_id=self.payment_public_id,
+            status=self.status,
+            mode=self.mode,
+            amount=self.amount,
+            currency=self.currency,
+            mint=self.mint,
+            decimals=self.decimals,
+            recipient=self.recipient,
+            sender=self.sender,
+            reference=self.reference_key,
+            transfer_url=transfer_url(
+                self.recipient,
+                self.amount,
+                self.reference_key,
+                "Refund",
+                f"Refund of payment {self.payment_public_id}",
+                self.public_id,
+                spl_token=self.mint,
+                decimals=self.decimals,
+            ),
+            signature=self.signature,
+            expected_signature=self.expected_signature,
+            requested_by=self.requested_by,
+            reason=self.reason,
+            expires_at=self.expires_at,
+            created_at=self.created_at,
+            updated_at=self.updated_at,
+            refunded_at=self.refunded_at,
+        )
+
+
+_REFUND_SELECT = (
+    "SELECT r.id, r.public_id, r.payment_id, p.public_id AS payment_public_id, r.amount,"
+    " r.recipient, r.sender, r.reference_key, r.status, r.mode, r.signature,"
+    " r.expected_signature, r.requested_by, r.reason, r.expires_at, r.created_at,"
+    " r.updated_at, r.refunded_at, p.currency, p.mint, p.decimals"
+    " FROM refunds r JOIN payments p ON p.id = r.payment_id"
+)
+#: Refund requests still watched on chain: open, or expired within the lookback (a transfer
+#: request has no expiry of its own: one paid late is still seen, and counted). Argument:
+#: the lookback's cut-off time.
+WATCHED_REFUNDS_SQL = "(r.status = 'requested' OR (r.status = 'expired' AND r.expires_at > ?))"
 
 
 # --- reading -------------------------------------------------------------------------------
@@ -221,6 +365,90 @@ async def payments_by_reference(db: Database, references: Sequence[str]) -> list
         list(references),
     )
     return [PaymentRow.from_db(row) for row in rows]
+
+
+async def payments_by_refund_reference(
+    db: Database, references: Sequence[str], open_since: datetime
+) -> tuple[list[PaymentRow], list[RefundRow]]:
+    """Watched refund requests whose reference is one of `references`, and their payments."""
+    if not references:
+        return [], []
+    marks = ", ".join("?" for _ in references)
+    rows = await db.fetch_all(
+        f"{_REFUND_SELECT} WHERE r.reference_key IN ({marks}) AND {WATCHED_REFUNDS_SQL}",
+        [*references, stamp(open_since)],
+    )
+    refunds = [RefundRow.from_db(row) for row in rows]
+    payments: list[PaymentRow] = []
+    for public_id in dict.fromkeys(r.payment_public_id for r in refunds):
+        payment = await get_payment(db, public_id)
+        if payment is not None:
+            payments.append(payment)
+    return payments, refunds
+
+
+async def get_refund(db: Database, public_id: str) -> RefundRow | None:
+    row = await db.fetch_one(f"{_REFUND_SELECT} WHERE r.public_id = ?", [public_id])
+    return RefundRow.from_db(row) if row else None
+
+
+async def refunds_of(
+    db: Database, payment_row_id: int, watched_since: datetime | None = None
+) -> list[RefundRow]:
+    """A payment's refund requests (only the watched ones with `watched_since`)."""
+    where = "r.payment_id = ?"
+    args: list[Any] = [payment_row_id]
+    if watched_since is not None:
+        where += f" AND {WATCHED_REFUNDS_SQL}"
+        args.append(stamp(watched_since))
+    rows = await db.fetch_all(f"{_REFUND_SELECT} WHERE {where} ORDER BY r.id", args)
+    return [RefundRow.from_db(row) for row in rows]
+
+
+async def list_refunds(db: Database, status: str | None, limit: int) -> list[RefundRow]:
+    where, args = ("r.status = ?", [status]) if status else ("1 = 1", [])
+    rows = await db.fetch_all(
+        f"{_REFUND_SELECT} WHERE {where} ORDER BY r.id DESC LIMIT ?",
+        [*args, limit],
+    )
+    return [RefundRow.from_db(row) for row in rows]
+
+
+async def refunds_past_expiry(db: Database, now: datetime, limit: int) -> list[RefundRow]:
+    rows = await db.fetch_all(
+        f"{_REFUND_SELECT} WHERE r.status = 'requested' AND r.expires_at < ? LIMIT ?",
+        [stamp(now), limit],
+    )
+    return [RefundRow.from_db(row) for row in rows]
+
+
+_HOT_WALLET_SPENT = (
+    "SELECT coalesce(sum(r.amount), 0) FROM refunds r"
+    " JOIN payments p ON p.id = r.payment_id WHERE r.mode = 'hot_wallet'"
+    " AND r.status IN ('requested', 'refunded') AND p.currency = ? AND r.created_at >= ?"
+)
+
+
+def hot_wallet_cap_check(currency: Currency, since: datetime, per_day: int) -> list[Statement]:
+    """After a hot-wallet refund's insert, in the same batch: fails it (IntegrityError) when
+    the hot-wallet refunds of the last day, this one included, pass `per_day`. Atomic, so two
+    requests on two replicas cannot both fit under the cap they share."""
+    return [
+        (
+            f"INSERT INTO refund_cap_checks (over) SELECT ({_HOT_WALLET_SPENT}) > ?",
+            [currency.value, stamp(since), per_day],
+        ),
+        ("DELETE FROM refund_cap_checks", []),
+    ]
+
+
+async def hot_wallet_spent(db: Database, currency: Currency, since: datetime) -> int:
+    """Hot-wallet refunds in `currency` asked for since `since` that did or may still move
+    money (requested or refunded): what counts against the daily cap."""
+    row = await db.fetch_one(
+        f"SELECT ({_HOT_WALLET_SPENT}) AS spent", [currency.value, stamp(since)]
+    )
+    return int(row["spent"]) if row else 0
 
 
 async def receipts_of(db: Database, payment_row_id: int) -> list[ReceiptRow]:
@@ -280,7 +508,14 @@ async def claim_for_scan(
         "  AND (scan_requested_at IS NULL OR scan_requested_at < ?)"
         "  ORDER BY scan_requested_at IS NOT NULL, scan_requested_at, id LIMIT ?)"
         " RETURNING public_id",
-        [stamp(now), stamp(open_since), stamp(open_since), stamp(requested_before), limit],
+        [
+            stamp(now),
+            stamp(open_since),
+            stamp(open_since),
+            stamp(open_since),
+            stamp(requested_before),
+            limit,
+        ],
     )
     return [str(r["public_id"]) for r in rows]
 
@@ -300,7 +535,7 @@ async def refunds_due(db: Database, limit: int) -> list[dict[str, Any]]:
     """Payments owing money back, with the receipts that brought it in."""
     payments = await db.fetch_all(
         "SELECT id, public_id, status, order_id, amount_lamports, received_lamports,"
-        " refund_due_lamports, tx_signature, updated_at FROM payments"
+        " refund_due_lamports, tx_signature, updated_at, currency, mint FROM payments"
         " WHERE refund_due_lamports > 0 ORDER BY updated_at LIMIT ?",
         [limit],
     )
@@ -312,6 +547,9 @@ async def refunds_due(db: Database, limit: int) -> list[dict[str, Any]]:
                 "payment_id": payment["public_id"],
                 "status": payment["status"],
                 "order_id": payment["order_id"],
+                # Amounts in the currency's smallest unit (lamports for SOL).
+                "currency": payment["currency"],
+                "mint": payment["mint"],
                 "amount_lamports": str(payment["amount_lamports"]),
                 "received_lamports": str(payment["received_lamports"]),
                 "refund_due_lamports": str(payment["refund_due_lamports"]),
@@ -430,8 +668,8 @@ def _insert_payment(new: PaymentRow) -> Statement:
     return (
         "INSERT INTO payments (public_id, order_id, user_id, reference_key, amount_lamports,"
         " received_lamports, refund_due_lamports, recipient, status, expected_signature,"
-        " version, expires_at, created_at, updated_at, correlation_id)"
-        " VALUES (?, ?, ?, ?, ?, 0, 0, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " version, expires_at, created_at, updated_at, correlation_id, currency, mint,"
+        " decimals) VALUES (?, ?, ?, ?, ?, 0, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
             new.public_id,
             new.order_id,
@@ -446,6 +684,9 @@ def _insert_payment(new: PaymentRow) -> Statement:
             stamp(new.created_at),
             stamp(new.updated_at),
             new.correlation_id,
+            new.currency.value,
+            new.mint,
+            new.decimals,
         ],
     )
 
@@ -453,13 +694,15 @@ def _insert_payment(new: PaymentRow) -> Statement:
 _UPDATE = (
     "UPDATE payments SET status = ?, version = ?, updated_at = ?, received_lamports = ?,"
     " refund_due_lamports = ?, tx_signature = ?, failure_reason = ?, finalized_at = ?,"
-    " last_check = ?, seen_signature = ?, seen_at = ?, seen_outcome = ?"
+    " last_check = ?, seen_signature = ?, seen_at = ?, seen_outcome = ?,"
+    " refunded_lamports = ?, refund_status = ?"
     " WHERE id = ? AND status = ? AND version = ?"
 )
 _UPDATE_CHAINED = (
     "UPDATE payments SET status = ?, version = ?, updated_at = ?, received_lamports = ?,"
     " refund_due_lamports = ?, tx_signature = ?, failure_reason = ?, finalized_at = ?,"
-    " last_check = ?, seen_signature = ?, seen_at = ?, seen_outcome = ?"
+    " last_check = ?, seen_signature = ?, seen_at = ?, seen_outcome = ?,"
+    " refunded_lamports = ?, refund_status = ?"
     " WHERE id = ? AND status = ? AND version = ? AND changes() = 1"
 )
 
@@ -484,6 +727,8 @@ def _update_payment(old: PaymentRow, new: PaymentRow, chained: bool = False) -> 
             new.seen_signature,
             stamp(new.seen_at) if new.seen_at else None,
             new.seen_outcome.value if new.seen_outcome else None,
+            new.refunded,
+            new.refund_status.value if new.refund_status else None,
             old.id,
             old.status.value,
             old.version,
@@ -596,6 +841,59 @@ def check_recorded(public_id: str, check: str, at: datetime, only_open: bool) ->
         "UPDATE payments SET last_check = ?, last_checked_at = ?"  # noqa: S608
         f" WHERE public_id = ?{condition}",
         [check, stamp(at), public_id],
+    )
+
+
+def refund_insert(payment: PaymentRow, refund: RefundRow) -> Statement:
+    """Guarded: part of the payment's change to `refund_requested` (one open per payment)."""
+    return _guarded(
+        "INSERT INTO refunds (public_id, payment_id, amount, recipient, sender, reference_key,"
+        " status, mode, expected_signature, requested_by, reason, expires_at, created_at,"
+        " updated_at)",
+        "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?",
+        [
+            refund.public_id,
+            payment.id,
+            refund.amount,
+            refund.recipient,
+            refund.sender,
+            refund.reference_key,
+            refund.status.value,
+            refund.mode.value,
+            refund.expected_signature,
+            refund.requested_by,
+            refund.reason,
+            stamp(refund.expires_at),
+            stamp(refund.created_at),
+            stamp(refund.updated_at),
+        ],
+        True,
+    )
+
+
+def refund_closed(
+    refund: RefundRow,
+    status: RefundStatus,
+    now: datetime,
+    signature: str | None = None,
+    slot: int | None = None,
+) -> Statement:
+    """Guarded by the payment's change before it (`changes() = 1`), and conditional on the
+    refund's own status: a refund lands or expires once. The statements after it in the batch
+    are guarded by this one."""
+    return (
+        "UPDATE refunds SET status = ?, signature = coalesce(?, signature), slot = ?,"
+        " refunded_at = ?, updated_at = ?"
+        " WHERE id = ? AND status = ? AND (SELECT changes()) = 1",
+        [
+            status.value,
+            signature,
+            slot,
+            stamp(now) if status is RefundStatus.REFUNDED else None,
+            stamp(now),
+            refund.id,
+            refund.status.value,
+        ],
     )
 
 

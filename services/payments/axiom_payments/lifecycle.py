@@ -26,7 +26,13 @@ from datetime import UTC, datetime, timedelta
 from nats.aio.msg import Msg
 
 from axiom_payments import ledger
-from axiom_payments.accounting import COMPLETED, completion_deadline, refund_due, settle
+from axiom_payments.accounting import (
+    COMPLETED,
+    completion_deadline,
+    refund_due,
+    refund_state,
+    settle,
+)
 from axiom_payments.catalog import Catalog
 from axiom_payments.events import provisioned_event
 from axiom_payments.ledger import PaymentRow, ReceiptRow
@@ -48,6 +54,8 @@ from axiom_shared.schemas import (
     PaymentFindings,
     PaymentProvisioned,
     PaymentStatus,
+    RefundLanding,
+    RefundStatus,
     SeenOutcome,
 )
 
@@ -168,6 +176,10 @@ class Lifecycle:
             raise RuntimeError(f"payment {findings.payment_id} kept changing; will retry")
         if status is P.VERIFIED:
             await self.provision(findings.payment_id)
+        for landing in findings.refund_landings:
+            await self.close_refund(
+                findings.payment_id, landing.refund_id, landing, findings.source
+            )
         if findings.source == ChangeSource.WEBHOOK and findings.candidate_at is not None:
             delay = (datetime.now(UTC) - findings.candidate_at).total_seconds()
             WEBHOOK_DELAY_SECONDS.labels(provider="helius").observe(max(delay, 0.0))
@@ -238,7 +250,8 @@ class Lifecycle:
         new = self._counted(row, [*existing, *fresh], now, findings.observed_at)
         if seen_outcome is not None:
             new = replace(new, seen_outcome=seen_outcome)
-        reason = f"{len(fresh)} receipt(s): +{sum(r.amount_lamports for r in fresh)} lamports"
+        unit = "lamports" if row.in_lamports else f"{row.currency.value} base units"
+        reason = f"{len(fresh)} receipt(s): +{sum(r.amount_lamports for r in fresh)} {unit}"
         extra = [ledger.receipt_insert(row.id, receipt, now) for receipt in fresh]
         then = None
         if new.status is P.VERIFIED and row.status is not P.VERIFIED:
@@ -269,6 +282,10 @@ class Lifecycle:
         status, paid_by = row.status, row.tx_signature
         failure, finalized_at = row.failure_reason, row.finalized_at
         crossing = settlement.crossing
+        if crossing is not None and status is P.EXPIRED and (row.refund_open or row.refunded):
+            # Its money is being (or was) given back: a late top-up cannot complete it any
+            # more (the buyer would get the item and the refund), it is owed back too.
+            crossing = None
         if crossing is not None and status in (P.PENDING, P.EXPIRED):
             if self.catalog.get(row.order_id) is None:
                 # Paid for something no longer sold: refused, and every lamport owed back.
@@ -278,6 +295,7 @@ class Lifecycle:
         elif crossing is not None and status in COMPLETED:
             # A receipt earlier in chain order, delivered late, is the one that paid.
             paid_by = crossing.signature
+        due = refund_due(status, row.amount_lamports, settlement.received, row.refunded)
         return ledger.changed(
             row,
             now,
@@ -286,7 +304,8 @@ class Lifecycle:
             failure_reason=failure,
             finalized_at=finalized_at,
             received_lamports=settlement.received,
-            refund_due_lamports=refund_due(status, row.amount_lamports, settlement.received),
+            refund_due_lamports=due,
+            refund_status=refund_state(due, row.refunded, row.refund_open),
             last_check=None if status != row.status else row.last_check,
         )
 
@@ -296,6 +315,61 @@ class Lifecycle:
             PAYMENT_OBSERVATIONS.labels(reason=observation.reason.value).inc()
         if receipts:
             PAYMENT_RECEIPTS.inc(len(receipts))
+
+    # --- refunds -------------------------------------------------------------------------------
+
+    async def close_refund(
+        self,
+        payment_id: str,
+        refund_id: str,
+        landing: RefundLanding | None,
+        source: ChangeSource,
+    ) -> bool:
+        """Land (`landing` given) or expire (None) one refund request, once: the refund's status
+        and the payment's amounts and refund status change in one batch, conditional on both."""
+        for _ in range(ATTEMPTS):
+            row = await ledger.get_payment(self.db, payment_id)
+            refund = await ledger.get_refund(self.db, refund_id)
+            if row is None or refund is None or refund.payment_row_id != row.id:
+                return False
+            if refund.status is RefundStatus.REFUNDED:
+                return False  # landed already: a redelivery, a second source, a replay
+            if landing is None and refund.status is not RefundStatus.REQUESTED:
+                return False
+            now = datetime.now(UTC)
+            # Open afterwards: another request of the payment (this one was expired) is open.
+            still_open = row.refund_open and refund.status is not RefundStatus.REQUESTED
+            refunded = row.refunded + (refund.amount if landing else 0)
+            due = refund_due(row.status, row.amount_lamports, row.received_lamports, refunded)
+            new = ledger.changed(
+                row,
+                now,
+                refunded=refunded,
+                refund_due_lamports=due,
+                refund_status=refund_state(due, refunded, still_open),
+            )
+            if landing is None:
+                reason = f"refund {refund_id} expired: never landed, {due} due again"
+                closing = ledger.refund_closed(refund, RefundStatus.EXPIRED, now)
+            else:
+                reason = f"refund {refund_id} landed: {landing.signature}"
+                closing = ledger.refund_closed(
+                    refund, RefundStatus.REFUNDED, now, landing.signature, landing.slot
+                )
+            try:
+                committed = await self.commit(
+                    row, new, source=source, reason=reason, extra=[closing]
+                )
+            except IntegrityError:
+                # The signature already landed another refund: one transaction refunds once.
+                log.warning(
+                    "refund landing refused", refund_id=refund_id, reason="signature reused"
+                )
+                return False
+            if committed:
+                log.info("refund closed", refund_id=refund_id, payment_id=payment_id, reason=reason)
+                return True
+        raise RuntimeError(f"payment {payment_id} kept changing; will retry")
 
     # --- the other moves ---------------------------------------------------------------------
 
@@ -320,14 +394,7 @@ class Lifecycle:
             allowed=frozenset({P.PENDING}),
             source=source,
             reason=reason,
-            make=lambda row, now: ledger.changed(
-                row,
-                now,
-                status=P.EXPIRED,
-                refund_due_lamports=refund_due(
-                    P.EXPIRED, row.amount_lamports, row.received_lamports
-                ),
-            ),
+            make=lambda row, now: _with_refund_due(row, now, P.EXPIRED),
         )
 
     async def cancel(self, public_id: str, reason: str) -> PaymentRow | None:
@@ -337,13 +404,7 @@ class Lifecycle:
             allowed=frozenset({P.PENDING, P.EXPIRED}),
             source=ChangeSource.OPERATOR,
             reason=reason,
-            make=lambda row, now: ledger.changed(
-                row,
-                now,
-                status=P.FAILED,
-                failure_reason="cancelled",
-                refund_due_lamports=row.received_lamports,
-            ),
+            make=lambda row, now: _with_refund_due(row, now, P.FAILED, failure_reason="cancelled"),
         )
 
 
@@ -356,8 +417,11 @@ def _grant(old: PaymentRow, new: PaymentRow, now: datetime) -> list[Statement]:
         order_id=new.order_id,
         user_id=new.user_id,
         tx_signature=new.tx_signature,
-        amount_lamports=new.amount_lamports,
+        amount_lamports=new.amount_lamports if new.in_lamports else 0,
         provisioned_at=now,
+        currency=new.currency,
+        mint=new.mint,
+        amount=new.amount_lamports,
     )
     return [
         ledger.entitlement_insert(new, now),
@@ -384,3 +448,18 @@ def _seen_outcome(
     if findings.check is CheckOutcome.TRANSACTION_NOT_FOUND and findings.checked_signature == seen:
         return SeenOutcome.NOT_FINALIZED
     return None
+
+
+def _with_refund_due(
+    row: PaymentRow, now: datetime, status: PaymentStatus, **changes: str
+) -> PaymentRow:
+    """`row` moved to `status`, with what it then owes back (less what was refunded)."""
+    due = refund_due(status, row.amount_lamports, row.received_lamports, row.refunded)
+    return ledger.changed(
+        row,
+        now,
+        status=status,
+        refund_due_lamports=due,
+        refund_status=refund_state(due, row.refunded, row.refund_open),
+        **changes,
+    )

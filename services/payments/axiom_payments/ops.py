@@ -7,7 +7,11 @@
     axiom-ops payments reverify PAYMENT_ID [--signature SIG]
     axiom-ops payments expire PAYMENT_ID          # pending → expired, by hand
     axiom-ops payments cancel PAYMENT_ID          # pending|expired → failed: never fulfilled
-    axiom-ops refunds [--limit 100]               # money owed back, with payers and signatures
+    axiom-ops refunds [due] [--limit 100]         # money owed back, with payers and signatures
+    axiom-ops refunds list [--status requested] [--limit 50]
+    axiom-ops refunds request PAYMENT_ID [--amount BASE_UNITS] [--recipient PAYER]
+                                         [--hot-wallet] [--reason TEXT]
+    axiom-ops refunds show REFUND_ID              # the refund, its URL, a transaction to sign
     axiom-ops dlq list [--limit 50]
     axiom-ops dlq replay [--consumer NAME] [--limit 50]
 """
@@ -32,10 +36,18 @@ from axiom_payments.lifecycle import Lifecycle
 from axiom_payments.outbox import OutboxRelay
 from axiom_payments.settings import PaymentsSettings
 from axiom_shared.db import Database, open_database
+from axiom_shared.errors import ApiError
 from axiom_shared.logging import bind_correlation_id, configure_logging, current_correlation_id
 from axiom_shared.migrations import migrate
 from axiom_shared.nats import MSG_ID_HEADER, connect_nats, publish_event
-from axiom_shared.schemas import ChangeSource, PaymentStatus, VerificationRequested
+from axiom_shared.payments_client import PaymentsClient
+from axiom_shared.schemas import (
+    ChangeSource,
+    PaymentStatus,
+    RefundStatus,
+    RequestRefundInput,
+    VerificationRequested,
+)
 from axiom_shared.settings import secret_value
 from axiom_shared.topology import DEAD_LETTERS, VERIFY_CANDIDATE_SUBJECT, ensure_topology
 from axiom_shared.wire import DEAD_LETTER_REASON_HEADER, ORIGINAL_SUBJECT_HEADER
@@ -72,15 +84,7 @@ async def run(args: argparse.Namespace, settings: PaymentsSettings) -> int:
         if args.area == "payments":
             return await payments_command(args, settings, db)
         if args.area == "refunds":
-            out(
-                {
-                    "payments": await ledger.refunds_due(db, args.limit),
-                    # Transactions that named two of our payments paid neither: owed once each.
-                    "ambiguous_transactions": await ledger.ambiguous_credits(db, args.limit),
-                }
-            )
-            await record(db, "refunds.list", None, {})
-            return 0
+            return await refunds_command(args, settings, db)
         return await dlq_command(args, settings, db)
     finally:
         await db.close()
@@ -160,6 +164,56 @@ async def payments_command(
         await nc.close()
 
 
+async def refunds_command(
+    args: argparse.Namespace, settings: PaymentsSettings, db: Database
+) -> int:
+    command = args.command or "due"
+    if command == "due":
+        out(
+            {
+                "payments": await ledger.refunds_due(db, args.limit),
+                # Transactions that named two of our payments paid neither: owed once each.
+                "ambiguous_transactions": await ledger.ambiguous_credits(db, args.limit),
+            }
+        )
+        await record(db, "refunds.due", None, {})
+        return 0
+    if command == "list":
+        refunds = await ledger.list_refunds(db, args.status, args.limit)
+        out([refund.view().model_dump(mode="json") for refund in refunds])
+        return 0
+    # Asking and showing go through the payments service: it alone writes payments and (in
+    # hot-wallet mode) holds the refund key; this CLI never does.
+    nc = await ops_nats(settings)
+    try:
+        client = PaymentsClient(nc, settings.request_timeout)
+        if command == "request":
+            ask = RequestRefundInput(
+                payment_id=args.payment_id,
+                amount=args.amount,
+                hot_wallet=args.hot_wallet,
+                recipient=args.recipient,
+                requested_by=getpass.getuser(),
+                reason=args.reason,
+            )
+            target = args.payment_id
+            result = await client.request_refund(ask)
+        else:
+            target = args.refund_id
+            result = await client.refund(args.refund_id)
+    except ApiError as err:
+        sys.stderr.write(err.body().model_dump_json() + "\n")
+        return 1
+    finally:
+        await nc.close()
+    await record(db, f"refunds.{command}", target, {"refund_id": result.refund.refund_id})
+    shown: dict[str, Any] = result.model_dump(mode="json", exclude={"schema_"})
+    if command == "show":
+        shown["audit_trail"] = await ledger.audit_trail(db, result.refund.payment_id)
+    out(shown)
+    return 0
+
+
 async def dlq_command(args: argparse.Namespace, settings: PaymentsSettings, db: Database) -> int:
     nc = await ops_nats(settings)
     try:
@@ -233,8 +287,24 @@ def parser() -> argparse.ArgumentParser:
     reverify = commands.add_parser("reverify")
     reverify.add_argument("payment_id")
     reverify.add_argument("--signature")
-    refunds = areas.add_parser("refunds", help="money owed back: payers and signatures")
+    refunds = areas.add_parser("refunds", help="money owed back, and refund requests")
     refunds.add_argument("--limit", type=int, default=100)
+    refund_commands = refunds.add_subparsers(dest="command")
+    refund_commands.add_parser("due", help="payments owing money back (the default)")
+    listing = refund_commands.add_parser("list", help="refund requests, newest first")
+    listing.add_argument("--status", choices=[s.value for s in RefundStatus])
+    listing.add_argument("--limit", type=int, default=50)
+    asking = refund_commands.add_parser("request", help="a refund request of what is due")
+    asking.add_argument("payment_id")
+    asking.add_argument(
+        "--amount", type=int, help="base units of the payment's currency (default: all due)"
+    )
+    asking.add_argument(
+        "--hot-wallet", action="store_true", help="signed and sent by the service (capped)"
+    )
+    asking.add_argument("--recipient", help="one of the payers (default: who paid the most)")
+    asking.add_argument("--reason")
+    refund_commands.add_parser("show", help="one refund request").add_argument("refund_id")
     dlq = areas.add_parser("dlq", help="dead letters: list or replay")
     dlq_commands = dlq.add_subparsers(dest="command", required=True)
     for name in ("list", "replay"):

@@ -1,6 +1,7 @@
 """Periodic work of the payments service, safe with any number of replicas:
 
-- expiry sweeper: pending payments past `expires_at` → `expired` (a conditional UPDATE each);
+- expiry sweeper: pending payments past `expires_at` → `expired` (a conditional UPDATE each),
+  and refund requests past theirs → `expired` (the money is due again);
 - reconcile: every open payment, and every one that finished within the lookback
   (`ledger.WATCHED_SQL`: money sent after the end must be seen too), is handed to the verifier
   to scan its reference on chain. Helius drops events after a few retries; this loop is what
@@ -24,6 +25,7 @@ from nats.js import JetStreamContext
 
 from axiom_payments import ledger
 from axiom_payments.lifecycle import Lifecycle
+from axiom_payments.refunds import Refunder
 from axiom_shared.logging import get_logger
 from axiom_shared.metrics import RECONCILE_LAG_SECONDS
 from axiom_shared.nats import publish_event
@@ -46,7 +48,9 @@ class Scheduler:
         expired_lookback: timedelta,
         reconcile_batch: int = 500,
         stuck_after: timedelta = timedelta(seconds=10),
+        refunder: Refunder | None = None,
     ) -> None:
+        self._refunder = refunder
         self._lifecycle = lifecycle
         self._db = lifecycle.db
         self._js = js
@@ -78,6 +82,9 @@ class Scheduler:
     async def tick(self) -> None:
         now = datetime.now(UTC)
         await self.expire(now)
+        if self._refunder is not None:
+            # Refund requests that never landed: the money is due again (ask again).
+            await self._refunder.expire_due(now)
         await self.catch_up(now)
         await self.reconcile(now)
         await self.measure_lag(now)

@@ -6,6 +6,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 
 from axiom_shared.schemas import Pubkey
 from axiom_shared.settings import DEV_MERCHANT_WALLET, ServiceSettings
+from axiom_shared.spl_token import MAINNET_USDC_MINT, USDC_DECIMALS
 
 __all__ = ["DEV_MERCHANT_WALLET", "PaymentsSettings"]
 
@@ -36,6 +37,25 @@ class PaymentsSettings(ServiceSettings):
     #: Optional merchant fee-payer key (base58 or a JSON byte array): when set, transaction
     #: requests are co-signed by the merchant, so the customer needs no SOL for fees.
     solana_private_key: SecretStr | None = None
+    #: The SPL token sold as USDC (catalogue items with `"currency": "USDC"`): Circle's
+    #: mainnet mint by default; `make run` and the tests use the sandbox's test mint.
+    usdc_mint: Pubkey = MAINNET_USDC_MINT
+    usdc_decimals: int = Field(default=USDC_DECIMALS, ge=0, le=18)
+    #: Refund requests never landed expire after this (then the money is due again); one paid
+    #: later is still seen and counted within EXPIRED_LOOKBACK_SECONDS.
+    refund_ttl_seconds: int = Field(default=3600, ge=60, le=7 * 86400)
+    #: Hot-wallet refunds (off by default): the key of a wallet the payments service signs
+    #: refunds from by itself (base58 or a JSON byte array; or REFUND_PRIVATE_KEY_FILE). Keep
+    #: it a small float wallet, never the merchant's main one. Unset: every refund is a request
+    #: the merchant's own wallet signs.
+    refund_private_key: SecretStr | None = None
+    #: Hot-wallet caps, per currency, in base units: per refund and per 24 h (requested or
+    #: landed hot-wallet refunds count). 0.1 SOL and 100 USDC per refund, 1 SOL and 1,000 USDC
+    #: a day by default.
+    refund_max_lamports: int = Field(default=100_000_000, ge=0)
+    refund_daily_max_lamports: int = Field(default=1_000_000_000, ge=0)
+    refund_max_usdc: int = Field(default=100_000_000, ge=0)
+    refund_daily_max_usdc: int = Field(default=1_000_000_000, ge=0)
     #: The catalogue file; unset → the one shipped with the service.
     catalog_path: str | None = None
     payment_ttl_seconds: int = Field(default=900, ge=1, le=86400)

@@ -21,6 +21,8 @@ from solders.signature import Signature
 from solders.system_program import TransferParams, transfer
 from solders.transaction import Transaction, VersionedTransaction
 
+from axiom_shared.spl_token import create_associated_token_account_idempotent, transfer_checked
+
 MEMO_PROGRAM_ID = Pubkey.from_string("MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLGmfcHr")
 
 
@@ -46,6 +48,41 @@ def transfer_transaction(
     )
     memo_ix = Instruction(MEMO_PROGRAM_ID, memo.encode(), [])
     message = Message.new_with_blockhash([memo_ix, transfer_ix], fee_payer or payer, blockhash)
+    return Transaction.new_unsigned(message)
+
+
+def token_transfer_transaction(
+    *,
+    payer: Pubkey,
+    recipient: Pubkey,
+    mint: Pubkey,
+    decimals: int,
+    amount: int,
+    reference: Pubkey,
+    memo: str,
+    blockhash: Hash,
+    fee_payer: Pubkey | None = None,
+) -> Transaction:
+    """An SPL token payment for `payer` to sign: the merchant's associated token account
+    created if missing (idempotent; its rent paid by whoever pays the fee), the memo, then
+    `TransferChecked` from the payer's associated token account, last, with the reference."""
+    funder = fee_payer or payer
+    message = Message.new_with_blockhash(
+        [
+            create_associated_token_account_idempotent(funder=funder, owner=recipient, mint=mint),
+            Instruction(MEMO_PROGRAM_ID, memo.encode(), []),
+            transfer_checked(
+                owner=payer,
+                recipient=recipient,
+                mint=mint,
+                amount=amount,
+                decimals=decimals,
+                references=(reference,),
+            ),
+        ],
+        funder,
+        blockhash,
+    )
     return Transaction.new_unsigned(message)
 
 

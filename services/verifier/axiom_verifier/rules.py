@@ -13,8 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from axiom_shared.schemas import ObservationReason, PaymentView
+from solders.pubkey import Pubkey
+
+from axiom_shared.schemas import ObservationReason, PaymentView, RefundView
 from axiom_shared.solana_rpc import FinalizedTransaction
+from axiom_shared.spl_token import associated_token_address, token_changes
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,27 @@ def merchant_credit(tx: FinalizedTransaction, merchant: str) -> Credit:
     return Credit(received, payer)
 
 
+def merchant_token_credit(tx: FinalizedTransaction, merchant: str, mint: str) -> Credit:
+    """What the transaction credited the merchant in `mint`: the rise of the merchant's
+    associated token account for that mint (as `validateTransfer` with `splToken` reads it),
+    owned by the merchant before and after. A look-alike mint, a token account of another
+    owner, or SOL sent beside count nothing. The payer is the owner whose balance of the
+    mint fell the most (where a refund goes)."""
+    changes = token_changes(tx.pre_token_balances, tx.post_token_balances, mint)
+    account = str(associated_token_address(Pubkey.from_string(merchant), Pubkey.from_string(mint)))
+    received = 0
+    if account in tx.account_keys:
+        before, after, delta = changes.get(tx.account_keys.index(account), (None, None, 0))
+        if after == merchant and before in (None, merchant):
+            received = delta
+    payer, paid = None, 0
+    for before, after, delta in changes.values():
+        owner = before or after
+        if owner is not None and owner != merchant and -delta > paid:
+            payer, paid = owner, -delta
+    return Credit(received, payer)
+
+
 def judge(
     payment: PaymentView,
     tx: FinalizedTransaction,
@@ -70,7 +94,11 @@ def judge(
         return None
     if tx.err is not None:
         return Judgement(ObservationReason.TRANSACTION_FAILED)
-    credit = merchant_credit(tx, payment.recipient)
+    credit = (
+        merchant_credit(tx, payment.recipient)
+        if payment.mint is None
+        else merchant_token_credit(tx, payment.recipient, payment.mint)
+    )
     if other_references:
         # Two of our references in one transaction: it pays neither; its credit is owed back.
         return Judgement(ObservationReason.AMBIGUOUS, credit)
@@ -81,3 +109,22 @@ def judge(
         # As Solana Pay's validateTransfer: the recipient's balance must rise.
         return Judgement(ObservationReason.NO_CREDIT, credit)
     return Judgement(None, credit)
+
+
+def refund_landed(
+    refund: RefundView, tx: FinalizedTransaction, *, block_time: datetime, clock_skew: timedelta
+) -> bool:
+    """A refund request's transfer: finalized without error, carrying the refund's reference,
+    not older than the request, moving at least its amount (in its currency) out of the
+    sender's account and into the recipient's. Anything else did not give the money back."""
+    if refund.reference not in tx.account_keys or tx.err is not None:
+        return False
+    if block_time < refund.created_at - clock_skew:
+        return False
+    if refund.mint is None:
+        got = merchant_credit(tx, refund.recipient).lamports
+        gave = merchant_credit(tx, refund.sender).lamports
+    else:
+        got = merchant_token_credit(tx, refund.recipient, refund.mint).lamports
+        gave = merchant_token_credit(tx, refund.sender, refund.mint).lamports
+    return got >= refund.amount and gave <= -refund.amount

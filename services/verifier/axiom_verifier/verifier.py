@@ -39,6 +39,9 @@ from axiom_shared.schemas import (
     PaymentFindings,
     PaymentView,
     Receipt,
+    RefundLanding,
+    RefundStatus,
+    RefundView,
     VerificationRequested,
 )
 from axiom_shared.solana_rpc import FinalizedTransaction, SignatureInfo, SolanaRpc
@@ -47,7 +50,7 @@ from axiom_shared.topology import (
     VERIFIER_CANDIDATES,
     VERIFIER_WEBHOOKS,
 )
-from axiom_verifier.rules import judge
+from axiom_verifier.rules import judge, refund_landed
 
 log = get_logger(__name__)
 
@@ -91,10 +94,15 @@ class Verifier:
                 if not last_try:
                     raise NotFinalizedYet(candidate.signature)
                 findings.check = CheckOutcome.TRANSACTION_NOT_FOUND
-            elif not await self._judge(payment, tx, findings):
-                findings.check = CheckOutcome.NO_REFERENCE
+            else:
+                paid = await self._judge(payment, tx, findings)
+                refunded = await self._judge_refunds(found.refunds, tx, findings)
+                if not paid and not refunded:
+                    findings.check = CheckOutcome.NO_REFERENCE
         else:
             await self._scan(payment, found.scan_cursor, findings)
+            for refund in found.refunds:
+                await self._scan_refund(refund, findings)
         await self._publish(findings.done(), msg_id)
         VERIFICATION_SECONDS.labels(source=candidate.source.value).observe(
             time.perf_counter() - started
@@ -117,6 +125,8 @@ class Verifier:
             bind_correlation_id(ours.correlation_ids.get(payment.payment_id) or webhook_cid)
             findings = _Findings(payment.payment_id, ChangeSource.WEBHOOK, item.received_at)
             await self._judge(payment, tx, findings, ours)
+            refunds = [r for r in ours.refunds if r.payment_id == payment.payment_id]
+            await self._judge_refunds(refunds, tx, findings)
             await self._publish(
                 findings.done(),
                 f"findings:{payment.payment_id}:{msg.metadata.sequence.stream}",
@@ -135,6 +145,48 @@ class Verifier:
             await self._judge_listed(payment, info, findings)
         findings.scan_complete = True
         findings.scanned_through = infos[-1].signature if infos else None
+
+    async def _scan_refund(self, refund: RefundView, findings: _Findings) -> None:
+        """Every finalized transaction touching a watched refund request's reference (back to
+        its creation): has it landed?"""
+        if refund.status is RefundStatus.REFUNDED:
+            return
+        not_before = int((refund.created_at - self._skew).timestamp())
+        for info in await self._rpc.signatures_for(refund.reference, not_before=not_before):
+            if info.err is not None:
+                continue
+            tx = await self._rpc.transaction(info.signature)
+            if tx is None:
+                raise NotFinalizedYet(info.signature)
+            await self._judge_refunds([refund], tx, findings)
+
+    async def _judge_refunds(
+        self, refunds: list[RefundView], tx: FinalizedTransaction, found: _Findings
+    ) -> bool:
+        """Add the refund requests `tx` lands to `found`; True when it carries the reference
+        of one of them."""
+        carried = False
+        for refund in refunds:
+            if refund.reference not in tx.account_keys:
+                continue
+            carried = True
+            block_time = await self._block_time(tx)
+            if refund_landed(refund, tx, block_time=block_time, clock_skew=self._skew):
+                found.refund_landings.append(
+                    RefundLanding(
+                        refund_id=refund.refund_id,
+                        signature=tx.signature,
+                        slot=tx.slot,
+                        block_time=block_time,
+                    )
+                )
+            else:
+                log.info(
+                    "carries a refund reference without landing it",
+                    refund_id=refund.refund_id,
+                    signature=tx.signature,
+                )
+        return carried
 
     async def _judge_listed(
         self, payment: PaymentView, info: SignatureInfo, found: _Findings
@@ -167,7 +219,13 @@ class Verifier:
             return False
         if ours is None:
             ours = await self._ours(tx)
-        others = sum(1 for p in ours.payments if p.payment_id != payment.payment_id)
+        # Other payments whose own reference it carries (a refund request's reference names
+        # its payment in `ours` too, without making a transaction ambiguous).
+        others = sum(
+            1
+            for p in ours.payments
+            if p.payment_id != payment.payment_id and p.reference in tx.account_keys
+        )
         block_time = await self._block_time(tx)
         judgement = judge(
             payment, tx, block_time=block_time, other_references=others, clock_skew=self._skew
@@ -274,6 +332,7 @@ class _Findings:
         self.scanned_through: str | None = None
         self.scan_complete = False
         self.checked_signature: str | None = None
+        self.refund_landings: list[RefundLanding] = []
 
     def done(self) -> PaymentFindings:
         return PaymentFindings(
@@ -287,4 +346,5 @@ class _Findings:
             observed_at=datetime.now(UTC),
             candidate_at=self.candidate_at,
             checked_signature=self.checked_signature,
+            refund_landings=self.refund_landings,
         )

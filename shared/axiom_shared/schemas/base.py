@@ -72,6 +72,10 @@ Lamports = Annotated[
     WithJsonSchema({"type": "string", "pattern": "^[0-9]{1,20}$"}),
 ]
 
+#: An amount in the smallest unit of its currency: lamports for SOL, base units for an SPL
+#: token (USDC: 10^-6). Same wire form as Lamports (a decimal string).
+BaseUnits = Lamports
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)

@@ -6,10 +6,22 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, ClassVar
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from axiom_shared.schemas.base import Lamports, Message, Pubkey, StrictModel, TxSignature
-from axiom_shared.wire import ORDER_ID_PATTERN, PAYMENT_ID_PATTERN, USER_ID_PATTERN
+from axiom_shared.schemas.base import (
+    BaseUnits,
+    Lamports,
+    Message,
+    Pubkey,
+    StrictModel,
+    TxSignature,
+)
+from axiom_shared.wire import (
+    ORDER_ID_PATTERN,
+    PAYMENT_ID_PATTERN,
+    REFUND_ID_PATTERN,
+    USER_ID_PATTERN,
+)
 
 
 class PaymentStatus(StrEnum):
@@ -52,18 +64,59 @@ class SeenOutcome(StrEnum):
 PublicId = str
 
 
+class RefundState(StrEnum):
+    """A payment's refund, as every client sees it (`refund_status`)."""
+
+    #: Money is owed back and no request for it is open.
+    REFUND_DUE = "refund_due"
+    #: A refund request is open (its transfer may land any moment).
+    REFUND_REQUESTED = "refund_requested"
+    #: Everything owed was given back.
+    REFUNDED = "refunded"
+
+
+class Currency(StrEnum):
+    """What a payment is priced and paid in. SOL counts lamports; a token (USDC) counts its
+    base units of the configured mint (`USDC_MINT`, `USDC_DECIMALS`)."""
+
+    SOL = "SOL"
+    USDC = "USDC"
+
+
+#: Lamports per SOL: SOL's decimals.
+SOL_DECIMALS = 9
+
+
 class PaymentView(StrictModel):
     """What `check-status` returns and what each SSE event carries."""
 
     payment_id: PublicId
     status: PaymentStatus
     order_id: str
+    #: The price in lamports; 0 for a payment priced in a token (see `currency`, `amount`).
     amount_lamports: Lamports
-    #: Everything the payment's receipts credited the merchant, in all.
+    #: Everything the payment's receipts credited the merchant, in all (lamports; 0 for a
+    #: token payment, see `received`).
     received_lamports: Lamports = 0
     #: Money to give back: beyond the price, or all of it when the payment was not completed
-    #: (expired or failed). Never lost, never silent.
+    #: (expired or failed). Never lost, never silent. (Lamports; 0 for a token payment, see
+    #: `refund_due`.)
     refund_due_lamports: Lamports = 0
+    #: The payment's currency; every amount below is in its smallest unit.
+    currency: Currency = Currency.SOL
+    #: The SPL token's mint; None for SOL.
+    mint: Pubkey | None = None
+    #: Decimals of the currency (9 for SOL, 6 for USDC): amount / 10^decimals is the price.
+    decimals: int = Field(default=SOL_DECIMALS, ge=0, le=18)
+    #: The price, received and refund due in the currency's base units (for every currency).
+    amount: BaseUnits = 0
+    received: BaseUnits = 0
+    refund_due: BaseUnits = 0
+    #: Given back so far (refunds landed at finalized), in the currency's base units.
+    refunded: BaseUnits = 0
+    #: Where the money owed back stands: refund_due → refund_requested → refunded (None:
+    #: nothing was ever owed).
+    refund_status: RefundState | None = None
     recipient: Pubkey
     reference: Pubkey
     #: The receipt whose amount, in chain order, first brought the total to the price.
@@ -88,6 +141,22 @@ class PaymentView(StrictModel):
     #: Increases by one with every change a client sees (status or amounts; the SSE `id:`).
     version: int = Field(ge=1)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _sol_amounts(cls, data: Any) -> Any:
+        """A SOL payment's base units are its lamports: a view written before `amount` existed
+        (an older event, a stored status) reads the same as a new one."""
+        if isinstance(data, dict) and data.get("currency", Currency.SOL) == Currency.SOL:
+            data = dict(data)
+            for generic, lamports in (
+                ("amount", "amount_lamports"),
+                ("received", "received_lamports"),
+                ("refund_due", "refund_due_lamports"),
+            ):
+                if data.get(generic) in (None, 0, "0") and lamports in data:
+                    data[generic] = data[lamports]
+        return data
+
 
 class PaymentStatusChanged(Message):
     SCHEMA: ClassVar[str] = "payments.status_changed/1"
@@ -103,8 +172,56 @@ class PaymentProvisioned(Message):
     order_id: str
     user_id: str
     tx_signature: TxSignature
+    #: The price in lamports; 0 for a token payment (see `currency`, `amount`).
     amount_lamports: Lamports
     provisioned_at: datetime
+    currency: Currency = Currency.SOL
+    mint: Pubkey | None = None
+    amount: BaseUnits = 0
+
+
+class RefundStatus(StrEnum):
+    """One refund request's own status."""
+
+    REQUESTED = "requested"
+    REFUNDED = "refunded"
+    #: Never landed before its expiry: the payment's money is owed again (ask again).
+    EXPIRED = "expired"
+
+
+class RefundMode(StrEnum):
+    #: A transfer request the merchant's own wallet signs (no key in the service).
+    WALLET = "wallet"
+    #: Signed and sent by the payments service with REFUND_PRIVATE_KEY, within its caps.
+    HOT_WALLET = "hot_wallet"
+
+
+class RefundView(StrictModel):
+    """A refund request: a Solana Pay transfer request from `sender` to `recipient` (the
+    account that paid) with its own fresh `reference`."""
+
+    refund_id: PublicId
+    payment_id: PublicId
+    status: RefundStatus
+    mode: RefundMode
+    amount: BaseUnits = Field(gt=0)
+    currency: Currency
+    mint: Pubkey | None = None
+    decimals: int = Field(ge=0, le=18)
+    recipient: Pubkey
+    sender: Pubkey
+    reference: Pubkey
+    #: `solana:<recipient>?amount=...&reference=...` for the sender's wallet (URL or QR).
+    transfer_url: str
+    #: The transaction that landed it (set once refunded).
+    signature: TxSignature | None = None
+    expected_signature: TxSignature | None = None
+    requested_by: str
+    reason: str | None = None
+    expires_at: datetime
+    created_at: datetime
+    updated_at: datetime
+    refunded_at: datetime | None = None
 
 
 class GetPaymentInput(Message):
@@ -121,18 +238,51 @@ class GetPaymentResult(Message):
     #: The newest signature the last complete scan of its reference saw (the verifier reads
     #: only what is newer).
     scan_cursor: TxSignature | None = None
+    #: Its refund requests still watched on chain (requested, or expired within the
+    #: lookback): the verifier scans their references too.
+    refunds: list[RefundView] = Field(default_factory=list)
 
 
 OrderId = str
 
 
 class CatalogItem(StrictModel):
-    """Something that can be bought; the server alone sets its price."""
+    """Something that can be bought; the server alone sets its price: `amount_lamports` for
+    an item priced in SOL, or `currency` USDC and `amount` (the token's base units)."""
 
     order_id: OrderId = Field(pattern=ORDER_ID_PATTERN)
     label: str = Field(min_length=1, max_length=120)
     icon: str = Field(min_length=1, max_length=512)
-    amount_lamports: Lamports = Field(gt=0)
+    currency: Currency = Currency.SOL
+    #: The SOL price; 0 (or absent) for a token-priced item.
+    amount_lamports: Lamports = 0
+    #: The price in the currency's base units (filled from `amount_lamports` for SOL).
+    amount: BaseUnits = 0
+    #: The currency's decimals and mint (None for SOL), as the payments service configures
+    #: them (USDC_MINT, USDC_DECIMALS); set when it serves the catalogue, not in the file.
+    decimals: int | None = Field(default=None, ge=0, le=18)
+    mint: Pubkey | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_price(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        currency = data.get("currency", Currency.SOL)
+        lamports, amount = data.get("amount_lamports"), data.get("amount")
+        if currency == Currency.SOL:
+            if lamports is None or (amount is not None and str(amount) != str(lamports)):
+                raise ValueError("a SOL item needs amount_lamports (and amount, if given, equal)")
+            return {**data, "amount": lamports}
+        if amount is None or str(lamports or 0) != "0":
+            raise ValueError("a token item needs amount (base units) and no amount_lamports")
+        return {**data, "amount_lamports": 0}
+
+    @model_validator(mode="after")
+    def _positive(self) -> CatalogItem:
+        if self.amount <= 0:
+            raise ValueError("the price must be more than 0")
+        return self
 
 
 class GetCatalogInput(Message):
@@ -165,6 +315,7 @@ class PaymentCreated(StrictModel):
     payment_id: PublicId
     reference: Pubkey
     recipient: Pubkey
+    #: The price in lamports; 0 for a token payment (see `currency`, `amount`).
     amount_lamports: Lamports
     transfer_url: str
     expires_at: datetime
@@ -175,6 +326,12 @@ class PaymentCreated(StrictModel):
     #: the gateway when it has a public https origin (wallets fetch transaction requests over
     #: https only); the transfer URL is the fallback.
     transaction_request_url: str | None = None
+    currency: Currency = Currency.SOL
+    #: The SPL token's mint (the transfer URL's `spl-token`); None for SOL.
+    mint: Pubkey | None = None
+    decimals: int = Field(default=SOL_DECIMALS, ge=0, le=18)
+    #: The price in the currency's base units.
+    amount: BaseUnits = 0
 
 
 class CreatePaymentResult(PaymentCreated, Message):
@@ -210,6 +367,35 @@ class ObservationReason(StrEnum):
     SIGNATURE_ALREADY_COUNTED = "signature_already_counted"
 
 
+class RequestRefundInput(Message):
+    """An operator asks to give back what a payment has due (all of it, or `amount`)."""
+
+    SCHEMA: ClassVar[str] = "payments.refunds.request.input/1"
+    payment_id: PublicId = Field(pattern=PAYMENT_ID_PATTERN)
+    #: Base units of the payment's currency; None: everything due. Never more than due.
+    amount: BaseUnits | None = None
+    #: Who gets it: one of the accounts that paid the payment (its receipts' payers); None:
+    #: the one who paid the most. Never more than that account paid.
+    recipient: Pubkey | None = None
+    #: Hot-wallet mode (REFUND_PRIVATE_KEY, within its caps); else a request to sign.
+    hot_wallet: bool = False
+    requested_by: str = Field(min_length=1, max_length=120)
+    reason: str | None = Field(default=None, max_length=500)
+
+
+class RefundResult(Message):
+    SCHEMA: ClassVar[str] = "payments.refunds.result/1"
+    refund: RefundView
+    #: Base64 unsigned transaction for the sender's wallet to sign (a fresh blockhash: sign it
+    #: within a minute; `refunds show` builds another). None once the refund is closed.
+    transaction: str | None = None
+
+
+class GetRefundInput(Message):
+    SCHEMA: ClassVar[str] = "payments.refunds.get.input/1"
+    refund_id: PublicId = Field(pattern=REFUND_ID_PATTERN)
+
+
 class CheckOutcome(StrEnum):
     """A look at the chain that found nothing about the payment (kept as its `last_check`)."""
 
@@ -219,9 +405,21 @@ class CheckOutcome(StrEnum):
     TRANSACTION_NOT_FOUND = "transaction_not_found"
 
 
+class RefundLanding(StrictModel):
+    """A refund request's transfer, found at `finalized`: error-free, carrying the refund's
+    reference, moving at least its amount from its sender to its recipient."""
+
+    refund_id: PublicId
+    signature: TxSignature
+    slot: int = Field(ge=0)
+    block_time: datetime
+
+
 class Receipt(StrictModel):
     """A finalized, error-free transaction carrying the payment's reference (and no other
-    payment's) that credits the merchant wallet `amount_lamports` > 0."""
+    payment's) that credits the merchant wallet `amount_lamports` > 0. For a token payment
+    the amount is the rise of the merchant's token account for the payment's mint, in base
+    units (the field keeps its first name: additive changes only)."""
 
     signature: TxSignature
     slot: int = Field(ge=0)
@@ -239,7 +437,8 @@ class Observation(StrictModel):
     signature: TxSignature
     reason: ObservationReason
     slot: int | None = Field(default=None, ge=0)
-    #: What it credited the merchant (an ambiguous transaction's credit is owed back).
+    #: What it credited the merchant (an ambiguous transaction's credit is owed back), in the
+    #: payment's currency's base units.
     amount_lamports: Lamports | None = None
     payer: Pubkey | None = None
 
@@ -288,6 +487,8 @@ class PaymentFindings(Message):
     candidate_at: datetime | None = None
     #: The one signature the candidate asked about, if any (what `check` is about).
     checked_signature: TxSignature | None = None
+    #: Refund requests of this payment seen landed (additive; applying twice changes nothing).
+    refund_landings: list[RefundLanding] = Field(default_factory=list, max_length=1000)
 
 
 class PaymentSeen(Message):
@@ -304,7 +505,8 @@ class PaymentSeen(Message):
 
 
 class MatchPaymentsInput(Message):
-    """Which of our payments (any status) use these keys as their reference?"""
+    """Which of our payments (any status) use these keys as their reference, or as the
+    reference of one of their watched refund requests?"""
 
     SCHEMA: ClassVar[str] = "payments.match.input/1"
     references: list[Pubkey] = Field(min_length=1, max_length=256)
@@ -315,3 +517,5 @@ class MatchPaymentsResult(Message):
     payments: list[PaymentView]
     #: payment id → the correlation id it was created under (see GetPaymentResult).
     correlation_ids: dict[str, str] = {}
+    #: Watched refund requests whose reference is among the keys (their payments are listed).
+    refunds: list[RefundView] = Field(default_factory=list)

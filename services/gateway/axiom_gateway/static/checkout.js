@@ -17,11 +17,20 @@
   let current = null; // { item, payment, view }
   let clockSkewMs = 0; // server time minus this browser's, from the Date header
 
-  function sol(lamports) {
-    const digits = String(lamports).padStart(10, "0");
-    const whole = digits.slice(0, -9).replace(/^0+(?=\d)/, "");
-    const frac = digits.slice(-9).replace(/0+$/, "");
+  // An amount in base units (lamports, or a token's) as a decimal, exactly (no floats).
+  function units(amount, decimals) {
+    const places = decimals === undefined ? 9 : decimals;
+    const digits = String(amount).padStart(places + 1, "0");
+    const whole = places ? digits.slice(0, -places).replace(/^0+(?=\d)/, "") : digits;
+    const frac = places ? digits.slice(-places).replace(/0+$/, "") : "";
     return frac ? `${whole}.${frac}` : whole;
+  }
+
+  // The price in the item's (or payment's) own currency: "0.1 SOL", "5 USDC".
+  function price(priced) {
+    const currency = priced.currency || "SOL";
+    const amount = currency === "SOL" ? priced.amount_lamports : priced.amount;
+    return `${units(amount, priced.decimals)} ${currency}`;
   }
 
   class ApiError extends Error {
@@ -75,10 +84,10 @@
         li.dataset.orderId = item.order_id;
         const text = document.createElement("span");
         text.textContent = item.label;
-        const price = document.createElement("span");
-        price.className = "price";
-        price.textContent = `${sol(item.amount_lamports)} SOL`;
-        text.append(price);
+        const priceTag = document.createElement("span");
+        priceTag.className = "price";
+        priceTag.textContent = price(item);
+        text.append(priceTag);
         const button = document.createElement("button");
         button.type = "button";
         button.textContent = "Buy";
@@ -139,7 +148,7 @@
     $("checkout").hidden = false;
     $("checkout").dataset.paymentId = payment.payment_id;
     $("pay-label").textContent = item.label;
-    $("pay-amount").textContent = sol(payment.amount_lamports);
+    $("pay-amount").textContent = price(payment);
     $("pay-options").hidden = false;
     $("fresh-payment").hidden = true;
     $("signature").hidden = true;
@@ -229,8 +238,9 @@
       return "The transaction we saw does not pay this order.";
     }
     if (seen) return `Payment seen, waiting for finality (${FINALITY_HINT}).`;
-    if (view.received_lamports && view.received_lamports !== "0") {
-      return `Received ${sol(view.received_lamports)} of ${sol(view.amount_lamports)} SOL: waiting for the rest.`;
+    const received = view.currency && view.currency !== "SOL" ? view.received : view.received_lamports;
+    if (received && received !== "0") {
+      return `Received ${units(received, view.decimals)} of ${price(view)}: waiting for the rest.`;
     }
     return "Waiting for payment.";
   }
