@@ -152,7 +152,7 @@ async def test_merchant_fee_payer_buyer_needs_only_the_price(
     await page.get_by_role("button", name="Pay with wallet").click()
     state = page.locator("#wallet-state")
     await expect(state).to_have_attribute("data-outcome", "refused")
-    await expect(state).to_contain_text("This wallet account cannot pay this order")
+    await expect(state).to_contain_text("The shop refused this wallet account")
     await expect(state).to_contain_text("the account cannot pay the price")
     await expect(state).to_contain_text("Nothing was sent")
     assert empty.requests == [], "the wallet was never asked to sign"

@@ -493,6 +493,7 @@
     if (!payable()) return;
     const { item, payment } = current;
     showError("");
+    delete $("wallet-state").dataset.outcome;
     setBusy(true);
     let held = null;
     let stage = "connect";
@@ -532,7 +533,7 @@
       const message = err && err.message ? err.message : String(err);
       const again = "Nothing was sent: you can try again, or scan the QR code.";
       if (stage === "request") {
-        setWalletState(`This wallet account cannot pay this order: ${message}. ${again}`);
+        setWalletState(`The shop refused this wallet account: ${message}. ${again}`);
       } else if (rejected(err)) {
         setWalletState(`You declined in ${wallet.name}. ${again}`);
       } else if (!wallet.accounts.length) {
