@@ -17,11 +17,18 @@ help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 $(STAMP): $(PYPROJECTS)
-	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || \
-		{ echo "Python 3.11 is required (set PYTHON=/path/to/python3.11)"; exit 1; }
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt $(PACKAGES)
+	@test -n "$(PYTHON)" && command -v "$(PYTHON)" >/dev/null || { \
+		echo "no Python found: looked for $(if $(PYTHON),PYTHON=$(PYTHON),python3.11 and python3 on PATH)" \
+		     "(install Python 3.11 or set PYTHON=/path/to/python3.11)"; exit 1; }
+	@"$(PYTHON)" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || \
+		{ echo "Python 3.11 is required, $(PYTHON) is not (set PYTHON=/path/to/python3.11)"; exit 1; }
+	@test -x $(PY) || { echo "creating $(VENV) with $(PYTHON)"; "$(PYTHON)" -m venv $(VENV); }
+	@echo "installing the packages into $(VENV) (the first time takes a minute or two)"
+	@$(PY) -m pip install --quiet --upgrade pip
+	@# One line per package as it is installed: the first run is long, and must not look stuck.
+	@$(PY) -m pip install -c constraints.txt $(PACKAGES) 2>&1 \
+		| grep --line-buffered -E '^(Collecting|Installing collected|Successfully installed|ERROR)' \
+		| cut -c1-150; test $${PIPESTATUS[0]} -eq 0
 	@touch $(STAMP)
 
 venv: $(STAMP) ## create .venv and install every package (done by the other targets too)

@@ -9,6 +9,9 @@ order: consumers stop fetching and finish their messages, and NATS is drained la
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
+import re
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
@@ -16,9 +19,11 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from aiohttp import web
+from aiohttp.web_runner import GracefulExit
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 from redis.asyncio import Redis
 
 from axiom_shared.db import Database, open_database
@@ -32,7 +37,7 @@ from axiom_shared.http import (
 from axiom_shared.logging import configure_logging, get_logger
 from axiom_shared.metrics import render_metrics
 from axiom_shared.migrations import Migration, migrate
-from axiom_shared.nats import connect_nats
+from axiom_shared.nats import connect_nats, wait_for_nats
 from axiom_shared.redis import create_redis, redis_ready
 from axiom_shared.routes import RateLimitClass, Route, add_routes
 from axiom_shared.settings import ServiceSettings
@@ -120,11 +125,13 @@ def lifecycle(start: StartUp) -> CleanupContext:
 
 async def _start_nats(app: web.Application, stack: AsyncExitStack) -> None:
     settings = app[settings_key]
+    user, password = settings.nats_login
     nc = await connect_nats(
         settings.nats_url,
         settings.service_name,
         connect_timeout=settings.nats_connect_timeout,
-        creds_file=settings.nats_creds_file,
+        user=user,
+        password=password,
         tls_ca_file=settings.nats_tls_ca_file,
     )
 
@@ -187,10 +194,21 @@ def settings_problem(exc: ValidationError) -> str:
     """One line naming each bad setting by its environment variable."""
     parts = []
     for err in exc.errors(include_url=False, include_input=False, include_context=False):
-        loc = ".".join(str(p) for p in err.get("loc", ()))
+        # The variable only: deeper parts of the location are pydantic's validator names.
+        loc = err.get("loc", ())
         message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-        parts.append(f"{loc.upper()}: {message}" if loc else message)
+        part = f"{str(loc[0]).upper()}: {message}" if loc else message
+        if part not in parts:
+            parts.append(part)
     return "; ".join(parts)
+
+
+def _settings_error(exc: SettingsError) -> str:
+    """pydantic-settings' own error (a value it could not decode, e.g. bad JSON) names the
+    field; the value itself is left out (it may be a secret)."""
+    match = re.search(r'field "([^"]+)"', str(exc))
+    name = match.group(1).upper() if match else "a setting"
+    return f"{name}: not a valid value (expected JSON)"
 
 
 def load_settings(settings_type: type[S]) -> S:
@@ -198,31 +216,83 @@ def load_settings(settings_type: type[S]) -> S:
     try:
         return settings_type.load()
     except ValidationError as exc:
-        sys.stderr.write(f"configuration error: {settings_problem(exc)}\n")
-        raise SystemExit(2) from None
+        problem = settings_problem(exc)
+    except SettingsError as exc:
+        problem = _settings_error(exc)
     except OSError as exc:
         # A `<NAME>_FILE` that cannot be read.
-        sys.stderr.write(f"configuration error: {exc}\n")
-        raise SystemExit(2) from None
+        problem = str(exc)
+    sys.stderr.write(f"configuration error: {problem}\n")
+    raise SystemExit(2)
 
 
 def run_service(settings_type: type[S], create_app: Callable[[S], web.Application]) -> None:
     """The body of every `__main__`: settings from the environment, logging, serve until
-    SIGTERM/SIGINT, exit 0 after a graceful shutdown."""
+    SIGTERM/SIGINT, exit 0 after a graceful shutdown.
+
+    The HTTP port opens before NATS is needed: while NATS does not answer, `/healthz` says 200
+    and `/readyz` 503 (a liveness probe must not restart a process that only waits), and the
+    log says "waiting for NATS at host:port" with a growing pause. A port already in use is
+    one line and exit 1."""
     settings = load_settings(settings_type)
     configure_logging(settings.service_name, settings.log_level, json=settings.log_json)
     app = create_app(settings)
     log.info("starting", host=settings.host, port=settings.port)
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        shutdown_timeout=settings.shutdown_timeout,
-        access_log=None,
-        print=None,
-        handle_signals=True,
-    )
+    try:
+        asyncio.run(_serve(app, settings))
+    except (GracefulExit, KeyboardInterrupt):
+        pass
+    except OSError as exc:
+        if exc.errno not in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
+            raise
+        sys.stderr.write(
+            f"cannot listen on {settings.host}:{settings.port}: {os.strerror(exc.errno)}"
+            f" (set {settings.service_name.upper().replace('-', '_')}_PORT to another port)\n"
+        )
+        raise SystemExit(1) from None
     log.info("stopped")
+
+
+def _waiting_app(settings: ServiceSettings) -> web.Application:
+    """What answers on the port while NATS is awaited: alive, not ready."""
+    app = web.Application(middlewares=http_middlewares(settings.service_name))
+    app[settings_key] = settings
+    app[readiness_key] = {}
+    app[stopping_key] = asyncio.Event()
+
+    async def nats_connected() -> bool:
+        return False
+
+    add_readiness_check(app, "nats", nats_connected)
+    add_routes(app, BASE_ROUTES)
+    return app
+
+
+async def _serve(app: web.Application, settings: ServiceSettings) -> None:
+    """`web.run_app`, with the waiting app on the port until NATS answers."""
+    waiting = web.AppRunner(_waiting_app(settings), handle_signals=True, access_log=None)
+    await waiting.setup()
+    try:
+        await web.TCPSite(waiting, settings.host, settings.port).start()
+        user, password = settings.nats_login
+        await wait_for_nats(
+            settings.nats_url,
+            connect_timeout=settings.nats_connect_timeout,
+            user=user,
+            password=password,
+            tls_ca_file=settings.nats_tls_ca_file,
+        )
+    finally:
+        await waiting.cleanup()
+    runner = web.AppRunner(
+        app, handle_signals=True, access_log=None, shutdown_timeout=settings.shutdown_timeout
+    )
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, settings.host, settings.port).start()
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
 
 
 def redis_context(url: str, timeout: float) -> CleanupContext:

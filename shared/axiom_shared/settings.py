@@ -14,7 +14,7 @@ from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BeforeValidator, Field, SecretStr, model_validator
+from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from axiom_shared.logging import register_secret
@@ -39,9 +39,12 @@ class ServiceSettings(BaseSettings):
     port: int = Field(default=8080, ge=0, le=65535)
     nats_url: str = "nats://127.0.0.1:4222"
     nats_connect_timeout: float = Field(default=2.0, gt=0)
-    #: A NATS `.creds` file (JWT + nkey seed) to authenticate with; the path is not a secret,
-    #: the file is (mount it like any secret file).
-    nats_creds_file: str | None = None
+    #: The NATS user this process logs in as: one per service, allowed its own subjects only
+    #: (deploy/nats, generated from `topology.py`). Unset: the service's name.
+    nats_user: str | None = None
+    #: That user's password; give it as a file (`NATS_PASSWORD_FILE`). Unset: no login (a NATS
+    #: without authorization, e.g. one a developer already runs).
+    nats_password: SecretStr | None = None
     #: CA bundle to verify the NATS server's TLS certificate (`tls://` URLs); unset → system CAs.
     nats_tls_ca_file: str | None = None
     #: JetStream replica count for the streams we declare (1 locally, 3 in a cluster).
@@ -84,6 +87,16 @@ class ServiceSettings(BaseSettings):
                     ) from None
         return data
 
+    @field_validator("nats_tls_ca_file")
+    @classmethod
+    def _readable_file(cls, path: str | None) -> str | None:
+        if path:
+            try:
+                Path(path).read_bytes()
+            except OSError as exc:
+                raise ValueError(f"cannot read {path} ({exc.strerror})") from None
+        return path
+
     @model_validator(mode="after")
     def _register_secrets(self) -> Self:
         for name in type(self).model_fields:
@@ -91,6 +104,14 @@ class ServiceSettings(BaseSettings):
             if isinstance(value, SecretStr):
                 register_secret(value.get_secret_value())
         return self
+
+    @property
+    def nats_login(self) -> tuple[str | None, str | None]:
+        """(user, password) for NATS, or (None, None) when no password is configured."""
+        password = secret_value(self.nats_password)
+        if password is None:
+            return None, None
+        return self.nats_user or self.service_name, password
 
     @property
     def development(self) -> bool:
