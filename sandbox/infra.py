@@ -20,6 +20,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from axiom_shared.nats_permissions import write_server_files
+
+#: In a child's environment (never a service setting): the folder of `<user>.password` files
+#: from which `service_process` sets each service's NATS_USER and NATS_PASSWORD_FILE.
+NATS_AUTH_DIR_VAR = "AXIOM_NATS_AUTH_DIR"
+
 
 class ServerError(RuntimeError):
     pass
@@ -134,16 +140,38 @@ class ManagedServer:
 
 
 class NatsServer(ManagedServer):
-    name = "nats"
+    """nats-server with JetStream. `secured` (the default): with the system's NATS users, one
+    per service allowed its own subjects only (`axiom_shared.nats_permissions`), their
+    passwords in files under the data folder; a connection without a login is `axiom-test`,
+    allowed everything (the tests' own clients, `make run`'s tools)."""
 
-    def __init__(self, port: int | None = None, data_dir: str | None = None) -> None:
+    name = "nats"
+    #: The unrestricted user of test harnesses and local tools (never in deploy/).
+    ADMIN_USER = "axiom-test"
+
+    def __init__(
+        self, port: int | None = None, data_dir: str | None = None, *, secured: bool = True
+    ) -> None:
         super().__init__(port, data_dir)
         #: The HTTP monitoring port (`/connz` lists the connected clients by name).
         self.monitor_port = free_port()
+        self.secured = secured
+        self.auth_dir = self.data_dir / "auth"
+        self.passwords: dict[str, str] = {}
+        self._config: Path | None = None
+
+    def start(self, timeout: float = 15.0) -> None:
+        if self.secured and self._config is None:
+            self._config, self.passwords = write_server_files(
+                self.auth_dir, admin_user=self.ADMIN_USER, anonymous_is_admin=True
+            )
+        super().start(timeout)
 
     def command(self) -> list[str]:
+        config = ["-c", str(self._config)] if self._config is not None else []
         return [
             find_binary("nats-server"),
+            *config,
             "-a",
             self.host,
             "-p",
@@ -154,6 +182,22 @@ class NatsServer(ManagedServer):
             "-sd",
             str(self.data_dir / "jetstream"),
         ]
+
+    def login(self, user: str) -> dict[str, str]:
+        """Settings overrides that connect as `user` (a service's name, or `axiom-ops`)."""
+        if not self.secured:
+            return {"nats_url": self.url}
+        return {"nats_url": self.url, "nats_user": user, "nats_password": self.passwords[user]}
+
+    def password_file(self, user: str) -> Path:
+        return self.auth_dir / f"{user}.password"
+
+    def client_env(self) -> dict[str, str]:
+        """Environment of service processes: `service_process` logs each in as itself."""
+        env = {"NATS_URL": self.url}
+        if self.secured:
+            env[NATS_AUTH_DIR_VAR] = str(self.auth_dir)
+        return env
 
     @property
     def monitor_url(self) -> str:

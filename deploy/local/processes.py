@@ -12,8 +12,11 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
+
+from sandbox.infra import NATS_AUTH_DIR_VAR
 
 SERVICES: dict[str, tuple[str, int]] = {
     # name: (python module, default port)
@@ -144,6 +147,11 @@ def service_process(
     module, default_port = SERVICES[name]
     port = port or int(os.environ.get(PORT_VARS[name]) or default_port)
     full_env = {**env, PORT_VARS[name]: str(port), "LOG_JSON": env.get("LOG_JSON", "true")}
+    auth_dir = full_env.pop(NATS_AUTH_DIR_VAR, None)
+    if auth_dir:
+        # A NATS with one user per service (sandbox.infra.NatsServer): each logs in as itself.
+        full_env["NATS_USER"] = name
+        full_env["NATS_PASSWORD_FILE"] = str(Path(auth_dir) / f"{name}.password")
     return ChildProcess(
         name=name,
         argv=[sys.executable, "-m", module],

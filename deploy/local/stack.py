@@ -122,7 +122,12 @@ def ensure_infra(env: dict[str, str]) -> list[ManagedServer]:
         nats_server = NatsServer(port=port, data_dir=str(VAR / "nats"))
         nats_server.start()
         started.append(nats_server)
-        say(f"started nats-server -js on {nats_server.url} (data in var/nats)")
+        # Each service logs in as its own NATS user (passwords in var/nats/auth/).
+        env.update(nats_server.client_env())
+        say(
+            f"started nats-server -js on {nats_server.url} (data in var/nats, one user per"
+            " service: var/nats/auth)"
+        )
     host, port = _host_port(env["REDIS_URL"], 6379)
     if redis_answers(host, port):
         say(f"reusing Redis at {env['REDIS_URL']}")

@@ -111,10 +111,11 @@ async def wait_for_nats(
             budget = min(budget, max((deadline - loop.time()) / 2, 0.05))
         timing: dict[str, Any] = {"connect_timeout": budget, "reconnect_time_wait": 0.05}
         failures.clear()
+        trial = NATS()
         try:
             # max_reconnect_attempts=1: nats-py's server selection would retry a refused
             # server for ever with 0, and says "no servers" after its second failure with 1.
-            trial = await nats.connect(
+            await trial.connect(
                 servers=[url],
                 name="wait-for-nats",
                 allow_reconnect=False,
@@ -127,18 +128,20 @@ async def wait_for_nats(
             )
         except Exception as exc:
             reason = _reason(failures[-1] if failures else exc)
-            left = None if deadline is None else deadline - loop.time()
-            if left is not None and left <= 0:
-                raise NatsUnavailable(
-                    f"NATS at {where} did not accept a connection within {give_up_after:g} s"
-                    f" ({reason})"
-                ) from None
-            log.warning(f"waiting for NATS at {where}", retry_in=pause, error=reason)
-            await asyncio.sleep(pause if left is None else min(pause, left))
-            pause = min(pause * 2, max_pause)
-            continue
-        await trial.close()
-        return
+        else:
+            return
+        finally:
+            # Also after a failure: a refused login leaves its socket open otherwise.
+            with contextlib.suppress(Exception):
+                await trial.close()
+        left = None if deadline is None else deadline - loop.time()
+        if left is not None and left <= 0:
+            raise NatsUnavailable(
+                f"NATS at {where} did not accept a connection within {give_up_after:g} s ({reason})"
+            )
+        log.warning(f"waiting for NATS at {where}", retry_in=pause, error=reason)
+        await asyncio.sleep(pause if left is None else min(pause, left))
+        pause = min(pause * 2, max_pause)
 
 
 def _reason(exc: Exception) -> str:

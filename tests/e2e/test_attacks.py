@@ -162,7 +162,7 @@ def service_env(
 ) -> dict[str, str]:
     return {
         "ENVIRONMENT": "production",
-        "NATS_URL": nats.url,
+        **nats.client_env(),
         "REDIS_URL": redis.url,
         "TURSO_DB_URL": f"file:{tmp / 'payments.db'}",
         "SOLANA_RPC_URL": sandbox.rpc_url,

@@ -53,7 +53,7 @@ async def test_300_payments_survive_every_fault(
     redis.start()
     db_url = f"file:{tmp_path / 'payments.db'}"
     env = {
-        "NATS_URL": own_nats.url,
+        **own_nats.client_env(),
         "REDIS_URL": redis.url,
         "TURSO_DB_URL": db_url,
         "BOOKINGS_DB_URL": f"file:{tmp_path / 'bookings.db'}",
