@@ -34,6 +34,7 @@ $(STAMP): $(PYPROJECTS)
 venv: $(STAMP) ## create .venv and install every package (done by the other targets too)
 
 run: $(STAMP) ## start the whole stack locally (reuses NATS/Redis when they answer); Ctrl-C stops it
+	@bash deploy/scripts/ensure-redis.sh
 	$(PY) -m deploy.local.stack run
 
 demo: $(STAMP) ## with `make run` up: pay one order with a sandbox wallet, print the status timeline
@@ -41,6 +42,7 @@ demo: $(STAMP) ## with `make run` up: pay one order with a sandbox wallet, print
 
 test: $(STAMP) ## run every test tier CI runs (unit, connected, e2e, browser, slow)
 	bash deploy/scripts/ensure-promtool.sh
+	bash deploy/scripts/ensure-redis.sh
 	bash deploy/scripts/ensure-chromium.sh
 	bash deploy/scripts/ensure-js-clients.sh
 	$(PY) -m pytest $(PYTEST_ARGS)

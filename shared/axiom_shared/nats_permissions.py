@@ -11,6 +11,7 @@ use it: `python -m axiom_shared.nats_permissions` prints the block deploy/ ships
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import secrets
@@ -193,7 +194,14 @@ def write_server_files(
     return config, passwords
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    """Print the authorization block (deploy/nats/auth.conf); with `--write DIR`, also write
+    DIR/passwords.conf and DIR/<user>.password, keeping the passwords already there."""
+    parser = argparse.ArgumentParser(prog="python -m axiom_shared.nats_permissions")
+    parser.add_argument("--write", metavar="DIR", type=Path, help="write the password files")
+    args = parser.parse_args(argv)
+    if args.write is not None:
+        write_server_files(args.write)
     sys.stdout.write(server_config())
     return 0
 

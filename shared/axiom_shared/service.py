@@ -40,7 +40,7 @@ from axiom_shared.migrations import Migration, migrate
 from axiom_shared.nats import connect_nats, wait_for_nats
 from axiom_shared.redis import create_redis, redis_ready
 from axiom_shared.routes import RateLimitClass, Route, add_routes
-from axiom_shared.settings import ServiceSettings
+from axiom_shared.settings import ServiceSettings, secret_value
 from axiom_shared.topology import ensure_topology
 
 log = get_logger(__name__)
@@ -295,11 +295,13 @@ async def _serve(app: web.Application, settings: ServiceSettings) -> None:
         await runner.cleanup()
 
 
-def redis_context(url: str, timeout: float) -> CleanupContext:
+def redis_context(settings: ServiceSettings) -> CleanupContext:
     """A cleanup context that opens the Redis client into `app[redis_key]` and checks it."""
 
     async def start_redis(app: web.Application, stack: AsyncExitStack) -> None:
-        client = create_redis(url, timeout)
+        client = create_redis(
+            settings.redis_url, settings.redis_timeout, secret_value(settings.redis_password)
+        )
         stack.push_async_callback(client.aclose)
         app[redis_key] = client
 

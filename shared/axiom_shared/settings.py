@@ -12,7 +12,7 @@ import json
 import os
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -50,6 +50,10 @@ class ServiceSettings(BaseSettings):
     #: JetStream replica count for the streams we declare (1 locally, 3 in a cluster).
     nats_stream_replicas: int = Field(default=1, ge=1, le=5)
     redis_url: str = "redis://127.0.0.1:6379/0"
+    #: Redis's password (`requirepass`, or the default user's in an ACL file); give it as a
+    #: file (`REDIS_PASSWORD_FILE`). A password in REDIS_URL works too, but is then a secret
+    #: in an environment variable.
+    redis_password: SecretStr | None = None
     redis_timeout: float = Field(default=0.5, gt=0)
     log_level: str = "INFO"
     log_json: bool | None = None
@@ -65,6 +69,10 @@ class ServiceSettings(BaseSettings):
     #: HTTP: a request body must arrive within this many seconds (408 otherwise).
     http_body_timeout: float = Field(default=10.0, gt=0)
 
+    #: Settings that are not secrets but may carry one (an RPC provider's API key in the URL):
+    #: these, like every secret, may come from `<NAME>_FILE`.
+    may_carry_credentials: ClassVar[frozenset[str]] = frozenset({"redis_url", "solana_rpc_url"})
+
     @model_validator(mode="before")
     @classmethod
     def _secrets_from_files(cls, data: Any) -> Any:
@@ -72,7 +80,8 @@ class ServiceSettings(BaseSettings):
         if not isinstance(data, dict):
             return data
         for name, field in cls.model_fields.items():
-            if field.annotation not in (SecretStr, SecretStr | None):
+            secret = field.annotation in (SecretStr, SecretStr | None)
+            if not secret and name not in cls.may_carry_credentials:
                 continue
             if data.get(name) not in (None, ""):
                 continue
