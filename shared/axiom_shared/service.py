@@ -12,6 +12,7 @@ import asyncio
 import errno
 import os
 import re
+import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
@@ -65,6 +66,8 @@ bus_key = web.AppKey("bus", Bus)
 readiness_key = web.AppKey("readiness", dict[str, ReadinessCheck])
 stopping_key = web.AppKey("stopping", asyncio.Event)
 redis_key = web.AppKey("redis", Redis)
+#: Set on the app that answers while the service waits for NATS and starts.
+starting_key = web.AppKey("starting", bool)
 
 
 def typed_settings_key(settings_type: type[S]) -> web.AppKey[S]:
@@ -160,7 +163,9 @@ async def _mark_stopping(app: web.Application) -> None:
 
 
 async def _healthz(request: web.Request) -> web.Response:
-    return json_response({"status": "ok", "service": request.app[settings_key].service_name})
+    """Alive: 200. `status` says `starting` until the service has started (NATS reached)."""
+    status = "starting" if request.app.get(starting_key) else "ok"
+    return json_response({"status": status, "service": request.app[settings_key].service_name})
 
 
 async def _readyz(request: web.Request) -> web.Response:
@@ -253,24 +258,37 @@ def run_service(settings_type: type[S], create_app: Callable[[S], web.Applicatio
     log.info("stopped")
 
 
+def _graceful_exit() -> None:
+    raise GracefulExit()
+
+
 def _waiting_app(settings: ServiceSettings) -> web.Application:
-    """What answers on the port while NATS is awaited: alive, not ready."""
+    """What answers on the port while NATS is awaited and the service starts: alive (`/healthz`
+    200, status `starting`), not ready (`/readyz` 503)."""
     app = web.Application(middlewares=http_middlewares(settings.service_name))
     app[settings_key] = settings
     app[readiness_key] = {}
     app[stopping_key] = asyncio.Event()
+    app[starting_key] = True
 
-    async def nats_connected() -> bool:
+    async def started() -> bool:
         return False
 
-    add_readiness_check(app, "nats", nats_connected)
+    add_readiness_check(app, "started", started)
     add_routes(app, BASE_ROUTES)
     return app
 
 
 async def _serve(app: web.Application, settings: ServiceSettings) -> None:
-    """`web.run_app`, with the waiting app on the port until NATS answers."""
-    waiting = web.AppRunner(_waiting_app(settings), handle_signals=True, access_log=None)
+    """`web.run_app`, with the waiting app on the port until NATS answers and the service has
+    started (its start-up runs while the waiting app still answers)."""
+    # SIGTERM/SIGINT end either phase gracefully (as aiohttp's runners do; they are not
+    # asked to, as one runner's cleanup would remove the handlers the other one set).
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, _graceful_exit)
+    waiting = web.AppRunner(_waiting_app(settings), access_log=None)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_timeout)
     await waiting.setup()
     try:
         await web.TCPSite(waiting, settings.host, settings.port).start()
@@ -282,12 +300,9 @@ async def _serve(app: web.Application, settings: ServiceSettings) -> None:
             password=password,
             tls_ca_file=settings.nats_tls_ca_file,
         )
+        await runner.setup()
     finally:
         await waiting.cleanup()
-    runner = web.AppRunner(
-        app, handle_signals=True, access_log=None, shutdown_timeout=settings.shutdown_timeout
-    )
-    await runner.setup()
     try:
         await web.TCPSite(runner, settings.host, settings.port).start()
         await asyncio.Event().wait()

@@ -103,6 +103,18 @@ async def get(url: str) -> int:
         return resp.status
 
 
+async def wait_alive(base_url: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if await get(base_url + "/healthz") == 200:
+                return
+        except aiohttp.ClientError:
+            pass
+        assert time.monotonic() < deadline, "no /healthz answer"
+        await asyncio.sleep(0.1)
+
+
 async def test_without_nats_a_service_is_alive_not_ready_and_waits_for_it(
     tmp_path: Path, absent_nats_port: int
 ) -> None:
@@ -115,7 +127,7 @@ async def test_without_nats_a_service_is_alive_not_ready_and_waits_for_it(
     await child.start()
     nats = NatsServer(port=absent_nats_port, data_dir=str(tmp_path / "nats"))
     try:
-        await child.wait_healthy(20)
+        await wait_alive(child.base_url)
         assert await get(child.base_url + "/readyz") == 503
         waiting = f"waiting for NATS at 127.0.0.1:{absent_nats_port}"
         deadline = time.monotonic() + 10
