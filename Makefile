@@ -51,10 +51,15 @@ test-fast: $(STAMP) ## unit tests only (and the offline deploy/ checks)
 	bash deploy/scripts/ensure-promtool.sh
 	$(PY) -m pytest -m "not connected and not e2e and not browser and not slow" $(PYTEST_ARGS)
 
-lint: $(STAMP) ## ruff format --check, ruff check, mypy --strict
+DEPTRY_PACKAGES := . shared $(patsubst %/pyproject.toml,%,$(wildcard services/*/pyproject.toml))
+
+lint: $(STAMP) ## ruff format --check, ruff check, mypy --strict, deptry (each package declares its imports)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	@for pkg in $(DEPTRY_PACKAGES); do \
+		echo "deptry $$pkg"; (cd $$pkg && NO_COLOR=1 $(CURDIR)/$(VENV)/bin/deptry .) || exit 1; \
+	done
 
 fmt: $(STAMP) ## apply ruff format and the safe ruff fixes
 	$(VENV)/bin/ruff format .
