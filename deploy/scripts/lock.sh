@@ -35,3 +35,6 @@ echo "libsql-client" > "$work/libsql-client.in"
 awk '/^libsql-client==/{keep=1; print; next} keep && /^    --hash/{print; next} {keep=0}' \
     "$work/libsql-client.txt" > deploy/locks/libsql-client.txt
 echo "deploy/locks/libsql-client.txt"
+echo "setuptools>=68" > "$work/build.in"
+"${COMPILE[@]}" -o deploy/locks/build.txt "$work/build.in"
+echo "deploy/locks/build.txt"

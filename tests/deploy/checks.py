@@ -149,8 +149,11 @@ def dockerfile_problems(text: str, *, port: int | None, healthcheck: bool = True
             for name in re.findall(r"(?:^|\s)([A-Za-z_]\w*)(?==|$)", ins["value"].strip()):
                 if SECRET_NAME.search(name):
                     problems.append(f"{ins['instruction']} {name} bakes a secret into the image")
-    if not any(i["instruction"] == "RUN" and "-c constraints.txt" in i["value"] for i in structure):
-        problems.append("pip install does not use -c constraints.txt")
+    pinned = ("--require-hashes", "-c constraints.txt")  # a service's lock; the sandbox's pins
+    if not any(
+        i["instruction"] == "RUN" and any(p in i["value"] for p in pinned) for i in structure
+    ):
+        problems.append("pip install pins no versions (a hash lock or -c constraints.txt)")
     return problems
 
 
