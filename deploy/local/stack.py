@@ -16,6 +16,7 @@ import importlib.util
 import os
 import secrets
 import signal
+import socket
 import sys
 from pathlib import Path
 from urllib.parse import urlparse
@@ -75,6 +76,47 @@ def _host_port(url: str, default_port: int) -> tuple[str, int]:
     return parsed.hostname or "127.0.0.1", parsed.port or default_port
 
 
+def port_taken(host: str, port: int) -> bool:
+    """True when something already listens on (or holds) `host:port`."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As the servers bind: a port in TIME_WAIT is free.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def busy_ports(env: dict[str, str]) -> list[str]:
+    """What `make run` would start on a port something else already holds, one line each."""
+    problems = []
+    for name, (_module, default_port) in SERVICES.items():
+        var = PORT_VARS[name]
+        port = int(os.environ.get(var) or default_port)
+        if port_taken("127.0.0.1", port):
+            problems.append(f"port {port} ({var}, {name}) is already in use: free it or set {var}")
+    for name, (_module, url_var) in SANDBOXES.items():
+        if importlib.util.find_spec(_module) is None:
+            continue
+        port = _host_port(env[url_var], 80)[1]
+        if port_taken("127.0.0.1", port):
+            problems.append(
+                f"port {port} ({url_var}, {name}) is already in use: free it or set {url_var}"
+            )
+    for url_var, what, default_port, answers in (
+        ("NATS_URL", "NATS", 4222, nats_answers),
+        ("REDIS_URL", "Redis", 6379, redis_answers),
+    ):
+        host, port = _host_port(env[url_var], default_port)
+        if not answers(host, port) and port_taken(host, port):
+            problems.append(
+                f"port {port} ({url_var}) is in use by something that is not {what}:"
+                f" free it or set {url_var}"
+            )
+    return problems
+
+
 def ensure_infra(env: dict[str, str]) -> list[ManagedServer]:
     """Reuse NATS/Redis where they answer; start our own where they do not."""
     started: list[ManagedServer] = []
@@ -85,7 +127,12 @@ def ensure_infra(env: dict[str, str]) -> list[ManagedServer]:
         nats_server = NatsServer(port=port, data_dir=str(VAR / "nats"))
         nats_server.start()
         started.append(nats_server)
-        say(f"started nats-server -js on {nats_server.url} (data in var/nats)")
+        # Each service logs in as its own NATS user (passwords in var/nats/auth/).
+        env.update(nats_server.client_env())
+        say(
+            f"started nats-server -js on {nats_server.url} (data in var/nats, one user per"
+            " service: var/nats/auth)"
+        )
     host, port = _host_port(env["REDIS_URL"], 6379)
     if redis_answers(host, port):
         say(f"reusing Redis at {env['REDIS_URL']}")
@@ -188,6 +235,11 @@ async def run_stack() -> int:
     )
     # Every service (the verifier's `confirmed` watch too) follows the wallet payments use.
     env["MERCHANT_WALLET"] = local_merchant({**os.environ, **env})
+    busy = busy_ports(env)
+    for line in busy:
+        say(line)
+    if busy:
+        return 2
     servers = ensure_infra(env)
     children: list[ChildProcess] = []
     stop = asyncio.Event()

@@ -1,6 +1,7 @@
 """The one NATS helper: connect, publish events, request/reply, serve, and consume JetStream.
 
-- `connect_nats` retries until the server answers and reconnects forever after that.
+- `wait_for_nats` tries to connect with a growing pause ("waiting for NATS at host:port"),
+  for ever or up to a deadline; `connect_nats` waits so, then reconnects forever after that.
 - `publish_event` puts a versioned message on JetStream with the correlation id in headers and
   an optional `Nats-Msg-Id` (JetStream drops a second copy inside the duplicate window).
 - `request` / `serve` are request/reply over core NATS; `serve` runs a `nats.micro` service,
@@ -22,6 +23,7 @@ import ssl
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
+from urllib.parse import urlparse
 
 import nats
 from nats.aio.client import Client as NATS
@@ -63,23 +65,119 @@ R = TypeVar("R", bound=Message)
 MSG_ID_HEADER = "Nats-Msg-Id"
 
 
+class NatsUnavailable(Exception):
+    """NATS did not accept a connection within the time given (the message says where)."""
+
+
+def nats_address(url: str) -> str:
+    """`host:port` of a NATS URL: never its `user:password@` part, which must not be logged."""
+    parsed = urlparse(url if "://" in url else f"nats://{url}")
+    return f"{parsed.hostname or '127.0.0.1'}:{parsed.port or 4222}"
+
+
+def _tls_context(url: str, tls_ca_file: str | None) -> ssl.SSLContext | None:
+    if tls_ca_file or url.startswith("tls://"):
+        return ssl.create_default_context(cafile=tls_ca_file)
+    return None
+
+
+async def wait_for_nats(
+    url: str,
+    *,
+    connect_timeout: float = 2.0,
+    user: str | None = None,
+    password: str | None = None,
+    tls_ca_file: str | None = None,
+    give_up_after: float | None = None,
+    first_pause: float = 0.5,
+    max_pause: float = 10.0,
+) -> None:
+    """Return once NATS accepts a connection with these credentials (the trial connection is
+    closed again). Each failure logs "waiting for NATS at host:port" and the pause doubles, up
+    to `max_pause`; past `give_up_after` seconds, `NatsUnavailable`."""
+    loop = asyncio.get_running_loop()
+    deadline = None if give_up_after is None else loop.time() + give_up_after
+    where = nats_address(url)
+    pause = first_pause
+    failures: list[Exception] = []
+
+    async def failed(exc: Exception) -> None:
+        failures.append(exc)
+
+    while True:
+        budget = connect_timeout
+        if deadline is not None:
+            # nats-py tries a server twice before it gives up on it (below).
+            budget = min(budget, max((deadline - loop.time()) / 2, 0.05))
+        timing: dict[str, Any] = {"connect_timeout": budget, "reconnect_time_wait": 0.05}
+        failures.clear()
+        trial = NATS()
+        try:
+            # max_reconnect_attempts=1: nats-py's server selection would retry a refused
+            # server for ever with 0, and says "no servers" after its second failure with 1.
+            await trial.connect(
+                servers=[url],
+                name="wait-for-nats",
+                allow_reconnect=False,
+                max_reconnect_attempts=1,
+                error_cb=failed,
+                user=user,
+                password=password,
+                tls=_tls_context(url, tls_ca_file),
+                **timing,
+            )
+        except Exception as exc:
+            reason = _reason(failures[-1] if failures else exc)
+        else:
+            return
+        finally:
+            # Also after a failure: a refused login leaves its socket open otherwise.
+            with contextlib.suppress(Exception):
+                await trial.close()
+        left = None if deadline is None else deadline - loop.time()
+        if left is not None and left <= 0:
+            raise NatsUnavailable(
+                f"NATS at {where} did not accept a connection within {give_up_after:g} s ({reason})"
+            )
+        log.warning(f"waiting for NATS at {where}", retry_in=pause, error=reason)
+        await asyncio.sleep(pause if left is None else min(pause, left))
+        pause = min(pause * 2, max_pause)
+
+
+def _reason(exc: Exception) -> str:
+    """What went wrong, briefly, without anything a URL carried (nats-py's messages do not
+    include credentials; the class name is enough for a refused or timed-out socket)."""
+    text = str(exc).strip()
+    if isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror
+    return f"{type(exc).__name__}: {text}"[:200] if text else type(exc).__name__
+
+
 async def connect_nats(
     url: str,
     name: str,
     *,
     connect_timeout: float = 2.0,
     reconnect_wait: float = 0.5,
-    creds_file: str | None = None,
+    user: str | None = None,
+    password: str | None = None,
     tls_ca_file: str | None = None,
+    give_up_after: float | None = None,
 ) -> NATS:
-    """Connect, retrying until the server answers; then reconnect forever on loss.
+    """Wait for NATS (`wait_for_nats`, for ever unless `give_up_after`), connect, then
+    reconnect forever on loss.
 
-    Credentials and TLS are configuration: user:password or a token in the URL, a `.creds`
-    file (NATS_CREDS_FILE), `tls://` URLs verified against the system CAs or NATS_TLS_CA_FILE.
+    Credentials and TLS are configuration: the service's NATS user and its password (read from
+    NATS_PASSWORD_FILE), `tls://` URLs verified against the system CAs or NATS_TLS_CA_FILE.
     """
-    tls: ssl.SSLContext | None = None
-    if tls_ca_file or url.startswith("tls://"):
-        tls = ssl.create_default_context(cafile=tls_ca_file)
+    await wait_for_nats(
+        url,
+        connect_timeout=connect_timeout,
+        user=user,
+        password=password,
+        tls_ca_file=tls_ca_file,
+        give_up_after=give_up_after,
+    )
 
     async def on_error(exc: Exception) -> None:
         log.warning("nats error", error=type(exc).__name__, detail=str(exc)[:200])
@@ -106,8 +204,9 @@ async def connect_nats(
         reconnected_cb=on_reconnected,
         ping_interval=5,
         max_outstanding_pings=2,
-        user_credentials=creds_file,
-        tls=tls,
+        user=user,
+        password=password,
+        tls=_tls_context(url, tls_ca_file),
     )
     # Host and port only: the URL's user:password@ (NATS credentials) must never be logged.
     where = nc.connected_url

@@ -9,6 +9,10 @@ order: consumers stop fetching and finish their messages, and NATS is drained la
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
+import re
+import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
@@ -16,9 +20,11 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from aiohttp import web
+from aiohttp.web_runner import GracefulExit
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 from redis.asyncio import Redis
 
 from axiom_shared.db import Database, open_database
@@ -32,10 +38,10 @@ from axiom_shared.http import (
 from axiom_shared.logging import configure_logging, get_logger
 from axiom_shared.metrics import render_metrics
 from axiom_shared.migrations import Migration, migrate
-from axiom_shared.nats import connect_nats
+from axiom_shared.nats import connect_nats, wait_for_nats
 from axiom_shared.redis import create_redis, redis_ready
 from axiom_shared.routes import RateLimitClass, Route, add_routes
-from axiom_shared.settings import ServiceSettings
+from axiom_shared.settings import ServiceSettings, secret_value
 from axiom_shared.topology import ensure_topology
 
 log = get_logger(__name__)
@@ -60,6 +66,8 @@ bus_key = web.AppKey("bus", Bus)
 readiness_key = web.AppKey("readiness", dict[str, ReadinessCheck])
 stopping_key = web.AppKey("stopping", asyncio.Event)
 redis_key = web.AppKey("redis", Redis)
+#: Set on the app that answers while the service waits for NATS and starts.
+starting_key = web.AppKey("starting", bool)
 
 
 def typed_settings_key(settings_type: type[S]) -> web.AppKey[S]:
@@ -120,11 +128,13 @@ def lifecycle(start: StartUp) -> CleanupContext:
 
 async def _start_nats(app: web.Application, stack: AsyncExitStack) -> None:
     settings = app[settings_key]
+    user, password = settings.nats_login
     nc = await connect_nats(
         settings.nats_url,
         settings.service_name,
         connect_timeout=settings.nats_connect_timeout,
-        creds_file=settings.nats_creds_file,
+        user=user,
+        password=password,
         tls_ca_file=settings.nats_tls_ca_file,
     )
 
@@ -153,7 +163,9 @@ async def _mark_stopping(app: web.Application) -> None:
 
 
 async def _healthz(request: web.Request) -> web.Response:
-    return json_response({"status": "ok", "service": request.app[settings_key].service_name})
+    """Alive: 200. `status` says `starting` until the service has started (NATS reached)."""
+    status = "starting" if request.app.get(starting_key) else "ok"
+    return json_response({"status": status, "service": request.app[settings_key].service_name})
 
 
 async def _readyz(request: web.Request) -> web.Response:
@@ -187,10 +199,21 @@ def settings_problem(exc: ValidationError) -> str:
     """One line naming each bad setting by its environment variable."""
     parts = []
     for err in exc.errors(include_url=False, include_input=False, include_context=False):
-        loc = ".".join(str(p) for p in err.get("loc", ()))
+        # The variable only: deeper parts of the location are pydantic's validator names.
+        loc = err.get("loc", ())
         message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-        parts.append(f"{loc.upper()}: {message}" if loc else message)
+        part = f"{str(loc[0]).upper()}: {message}" if loc else message
+        if part not in parts:
+            parts.append(part)
     return "; ".join(parts)
+
+
+def _settings_error(exc: SettingsError) -> str:
+    """pydantic-settings' own error (a value it could not decode, e.g. bad JSON) names the
+    field; the value itself is left out (it may be a secret)."""
+    match = re.search(r'field "([^"]+)"', str(exc))
+    name = match.group(1).upper() if match else "a setting"
+    return f"{name}: not a valid value (expected JSON)"
 
 
 def load_settings(settings_type: type[S]) -> S:
@@ -198,38 +221,102 @@ def load_settings(settings_type: type[S]) -> S:
     try:
         return settings_type.load()
     except ValidationError as exc:
-        sys.stderr.write(f"configuration error: {settings_problem(exc)}\n")
-        raise SystemExit(2) from None
+        problem = settings_problem(exc)
+    except SettingsError as exc:
+        problem = _settings_error(exc)
     except OSError as exc:
         # A `<NAME>_FILE` that cannot be read.
-        sys.stderr.write(f"configuration error: {exc}\n")
-        raise SystemExit(2) from None
+        problem = str(exc)
+    sys.stderr.write(f"configuration error: {problem}\n")
+    raise SystemExit(2)
 
 
 def run_service(settings_type: type[S], create_app: Callable[[S], web.Application]) -> None:
     """The body of every `__main__`: settings from the environment, logging, serve until
-    SIGTERM/SIGINT, exit 0 after a graceful shutdown."""
+    SIGTERM/SIGINT, exit 0 after a graceful shutdown.
+
+    The HTTP port opens before NATS is needed: while NATS does not answer, `/healthz` says 200
+    and `/readyz` 503 (a liveness probe must not restart a process that only waits), and the
+    log says "waiting for NATS at host:port" with a growing pause. A port already in use is
+    one line and exit 1."""
     settings = load_settings(settings_type)
     configure_logging(settings.service_name, settings.log_level, json=settings.log_json)
     app = create_app(settings)
     log.info("starting", host=settings.host, port=settings.port)
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        shutdown_timeout=settings.shutdown_timeout,
-        access_log=None,
-        print=None,
-        handle_signals=True,
-    )
+    try:
+        asyncio.run(_serve(app, settings))
+    except (GracefulExit, KeyboardInterrupt):
+        pass
+    except OSError as exc:
+        if exc.errno not in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
+            raise
+        sys.stderr.write(
+            f"cannot listen on {settings.host}:{settings.port}: {os.strerror(exc.errno)}"
+            f" (set {settings.service_name.upper().replace('-', '_')}_PORT to another port)\n"
+        )
+        raise SystemExit(1) from None
     log.info("stopped")
 
 
-def redis_context(url: str, timeout: float) -> CleanupContext:
+def _graceful_exit() -> None:
+    raise GracefulExit()
+
+
+def _waiting_app(settings: ServiceSettings) -> web.Application:
+    """What answers on the port while NATS is awaited and the service starts: alive (`/healthz`
+    200, status `starting`), not ready (`/readyz` 503)."""
+    app = web.Application(middlewares=http_middlewares(settings.service_name))
+    app[settings_key] = settings
+    app[readiness_key] = {}
+    app[stopping_key] = asyncio.Event()
+    app[starting_key] = True
+
+    async def started() -> bool:
+        return False
+
+    add_readiness_check(app, "started", started)
+    add_routes(app, BASE_ROUTES)
+    return app
+
+
+async def _serve(app: web.Application, settings: ServiceSettings) -> None:
+    """`web.run_app`, with the waiting app on the port until NATS answers and the service has
+    started (its start-up runs while the waiting app still answers)."""
+    # SIGTERM/SIGINT end either phase gracefully (as aiohttp's runners do; they are not
+    # asked to, as one runner's cleanup would remove the handlers the other one set).
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, _graceful_exit)
+    waiting = web.AppRunner(_waiting_app(settings), access_log=None)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_timeout)
+    await waiting.setup()
+    try:
+        await web.TCPSite(waiting, settings.host, settings.port).start()
+        user, password = settings.nats_login
+        await wait_for_nats(
+            settings.nats_url,
+            connect_timeout=settings.nats_connect_timeout,
+            user=user,
+            password=password,
+            tls_ca_file=settings.nats_tls_ca_file,
+        )
+        await runner.setup()
+    finally:
+        await waiting.cleanup()
+    try:
+        await web.TCPSite(runner, settings.host, settings.port).start()
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
+def redis_context(settings: ServiceSettings) -> CleanupContext:
     """A cleanup context that opens the Redis client into `app[redis_key]` and checks it."""
 
     async def start_redis(app: web.Application, stack: AsyncExitStack) -> None:
-        client = create_redis(url, timeout)
+        client = create_redis(
+            settings.redis_url, settings.redis_timeout, secret_value(settings.redis_password)
+        )
         stack.push_async_callback(client.aclose)
         app[redis_key] = client
 

@@ -12,9 +12,9 @@ import json
 import os
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
-from pydantic import BeforeValidator, Field, SecretStr, model_validator
+from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from axiom_shared.logging import register_secret
@@ -43,14 +43,21 @@ class ServiceSettings(BaseSettings):
     port: int = Field(default=8080, ge=0, le=65535)
     nats_url: str = "nats://127.0.0.1:4222"
     nats_connect_timeout: float = Field(default=2.0, gt=0)
-    #: A NATS `.creds` file (JWT + nkey seed) to authenticate with; the path is not a secret,
-    #: the file is (mount it like any secret file).
-    nats_creds_file: str | None = None
+    #: The NATS user this process logs in as: one per service, allowed its own subjects only
+    #: (deploy/nats, generated from `topology.py`). Unset: the service's name.
+    nats_user: str | None = None
+    #: That user's password; give it as a file (`NATS_PASSWORD_FILE`). Unset: no login (a NATS
+    #: without authorization, e.g. one a developer already runs).
+    nats_password: SecretStr | None = None
     #: CA bundle to verify the NATS server's TLS certificate (`tls://` URLs); unset → system CAs.
     nats_tls_ca_file: str | None = None
     #: JetStream replica count for the streams we declare (1 locally, 3 in a cluster).
     nats_stream_replicas: int = Field(default=1, ge=1, le=5)
     redis_url: str = "redis://127.0.0.1:6379/0"
+    #: Redis's password (`requirepass`, or the default user's in an ACL file); give it as a
+    #: file (`REDIS_PASSWORD_FILE`). A password in REDIS_URL works too, but is then a secret
+    #: in an environment variable.
+    redis_password: SecretStr | None = None
     redis_timeout: float = Field(default=0.5, gt=0)
     log_level: str = "INFO"
     log_json: bool | None = None
@@ -66,6 +73,10 @@ class ServiceSettings(BaseSettings):
     #: HTTP: a request body must arrive within this many seconds (408 otherwise).
     http_body_timeout: float = Field(default=10.0, gt=0)
 
+    #: Settings that are not secrets but may carry one (an RPC provider's API key in the URL):
+    #: these, like every secret, may come from `<NAME>_FILE`.
+    may_carry_credentials: ClassVar[frozenset[str]] = frozenset({"redis_url", "solana_rpc_url"})
+
     @model_validator(mode="before")
     @classmethod
     def _secrets_from_files(cls, data: Any) -> Any:
@@ -73,7 +84,8 @@ class ServiceSettings(BaseSettings):
         if not isinstance(data, dict):
             return data
         for name, field in cls.model_fields.items():
-            if field.annotation not in (SecretStr, SecretStr | None):
+            secret = field.annotation in (SecretStr, SecretStr | None)
+            if not secret and name not in cls.may_carry_credentials:
                 continue
             if data.get(name) not in (None, ""):
                 continue
@@ -88,6 +100,16 @@ class ServiceSettings(BaseSettings):
                     ) from None
         return data
 
+    @field_validator("nats_tls_ca_file")
+    @classmethod
+    def _readable_file(cls, path: str | None) -> str | None:
+        if path:
+            try:
+                Path(path).read_bytes()
+            except OSError as exc:
+                raise ValueError(f"cannot read {path} ({exc.strerror})") from None
+        return path
+
     @model_validator(mode="after")
     def _register_secrets(self) -> Self:
         for name in type(self).model_fields:
@@ -95,6 +117,14 @@ class ServiceSettings(BaseSettings):
             if isinstance(value, SecretStr):
                 register_secret(value.get_secret_value())
         return self
+
+    @property
+    def nats_login(self) -> tuple[str | None, str | None]:
+        """(user, password) for NATS, or (None, None) when no password is configured."""
+        password = secret_value(self.nats_password)
+        if password is None:
+            return None, None
+        return self.nats_user or self.service_name, password
 
     @property
     def development(self) -> bool:

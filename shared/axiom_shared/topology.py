@@ -260,3 +260,82 @@ async def ensure_consumer(
         if "error" in answer:
             raise NotFoundError(description=str(answer["error"])) from None
     return name
+
+
+# --- who may do what (one NATS user per service, `nats_permissions.py`) --------------------
+
+
+@dataclass(frozen=True)
+class NatsGrants:
+    """What one service does on NATS. Its NATS user is allowed exactly this (plus replies to
+    what it asks and declaring the topology above): the permissions are derived from here, so
+    a subject a service starts using must be added here, where the tests check it."""
+
+    user: str
+    #: JetStream subjects it stores facts on (templates as above; `{...}` is one token).
+    publishes: tuple[str, ...] = ()
+    #: Request/reply subjects it asks.
+    requests: tuple[str, ...] = ()
+    #: Request/reply subjects it answers (a `nats.micro` service named `service`).
+    serves: tuple[str, ...] = ()
+    service: str | None = None
+    #: Durable consumers it reads (and dead-letters from).
+    consumers: tuple[ConsumerSpec, ...] = ()
+    #: KV buckets it reads, and those it writes.
+    kv_reads: tuple[str, ...] = ()
+    kv_writes: tuple[str, ...] = ()
+    #: Streams whose stored messages it may read and delete one by one (the operator's tool).
+    stream_admin: tuple[StreamSpec, ...] = ()
+
+
+GATEWAY_GRANTS = NatsGrants(
+    user="gateway",
+    publishes=(HELIUS_ITEM_SUBJECT, PAYMOB_TRANSACTION_SUBJECT, VERIFY_CANDIDATE_SUBJECT),
+    requests=(PAYMENTS_CREATE, PAYMENTS_GET, PAYMENTS_CATALOG, AMADEUS_SEARCH, AMADEUS_BOOK),
+)
+PAYMENTS_GRANTS = NatsGrants(
+    user="payments",
+    publishes=(PAYMENT_STATUS_SUBJECT, PAYMENT_PROVISIONED_SUBJECT, VERIFY_CANDIDATE_SUBJECT),
+    serves=(PAYMENTS_CREATE, PAYMENTS_GET, PAYMENTS_CATALOG, PAYMENTS_MATCH),
+    service="payments",
+    consumers=(PAYMENTS_FINDINGS,),
+    kv_writes=(PAYMENT_STATUS_BUCKET,),
+)
+VERIFIER_GRANTS = NatsGrants(
+    user="verifier",
+    publishes=(FINDINGS_SUBJECT,),
+    requests=(PAYMENTS_MATCH, PAYMENTS_GET),
+    consumers=(VERIFIER_CANDIDATES, VERIFIER_WEBHOOKS),
+)
+NOTIFIER_GRANTS = NatsGrants(
+    user="notifier",
+    requests=(PAYMENTS_GET,),
+    consumers=(NOTIFIER_STATUS_FEED,),
+    kv_reads=(PAYMENT_STATUS_BUCKET,),
+)
+AMADEUS_PROXY_GRANTS = NatsGrants(
+    user="amadeus-proxy",
+    serves=(AMADEUS_SEARCH, AMADEUS_BOOK),
+    service="amadeus-proxy",
+    consumers=(AMADEUS_PAYMOB_CALLBACKS,),
+)
+#: `axiom-ops` acts as payments does (its commands go through the same lifecycle and outbox),
+#: and reads, replays (to the subject it came from) and deletes dead letters.
+OPS_GRANTS = NatsGrants(
+    user="axiom-ops",
+    publishes=(
+        *PAYMENTS_GRANTS.publishes,
+        *(subject for spec in STREAMS if spec is not DEAD_LETTERS for subject in spec.subjects),
+    ),
+    kv_writes=(PAYMENT_STATUS_BUCKET,),
+    stream_admin=(DEAD_LETTERS,),
+)
+
+SERVICE_GRANTS: tuple[NatsGrants, ...] = (
+    GATEWAY_GRANTS,
+    PAYMENTS_GRANTS,
+    VERIFIER_GRANTS,
+    NOTIFIER_GRANTS,
+    AMADEUS_PROXY_GRANTS,
+    OPS_GRANTS,
+)

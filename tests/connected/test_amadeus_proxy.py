@@ -65,7 +65,7 @@ def proxy(
     @asynccontextmanager
     async def start(sandbox: AmadeusSandbox, **overrides: Any) -> AsyncIterator[RunningApp]:
         values: dict[str, Any] = {
-            "nats_url": nats_server.url,
+            **nats_server.login("amadeus-proxy"),
             "redis_url": redis_server.url,
             "bookings_db_url": f"file:{tmp_path / 'bookings.db'}",
             "port": 0,

@@ -49,7 +49,7 @@ def status_event(payment_id: str, status: PaymentStatus, version: int) -> Paymen
 async def test_status_change_reaches_notifier_and_poison_is_dead_lettered(
     nats_server: NatsServer, nats_client: NATS
 ) -> None:
-    settings = NotifierSettings.load(nats_url=nats_server.url, port=0)
+    settings = NotifierSettings.load(**nats_server.login("notifier"), port=0)
     notifier = await start_app(create_notifier(settings))
     try:
         hub = notifier[hub_key]
@@ -99,7 +99,7 @@ async def test_status_change_reaches_notifier_and_poison_is_dead_lettered(
 async def test_a_republished_change_is_delivered_once(
     nats_server: NatsServer, nats_client: NATS
 ) -> None:
-    settings = NotifierSettings.load(nats_url=nats_server.url, port=0)
+    settings = NotifierSettings.load(**nats_server.login("notifier"), port=0)
     notifier = await start_app(create_notifier(settings))
     try:
         hub = notifier[hub_key]

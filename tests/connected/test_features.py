@@ -50,7 +50,7 @@ async def gateway_factory(
 
     async def start(**overrides: Any) -> RunningApp:
         settings = GatewaySettings.load(
-            nats_url=nats_server.url,
+            **nats_server.login("gateway"),
             redis_url=redis_server.url,
             port=0,
             request_timeout=1.0,

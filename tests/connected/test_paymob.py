@@ -190,7 +190,7 @@ async def paymob_stack_factory(
         proxy = await start_app(
             create_proxy(
                 AmadeusProxySettings.load(
-                    nats_url=nats_server.url,
+                    **nats_server.login("amadeus-proxy"),
                     redis_url=redis_server.url,
                     bookings_db_url=f"file:{tmp_path / 'bookings.db'}",
                     port=0,
@@ -199,7 +199,7 @@ async def paymob_stack_factory(
         )
         started.append(proxy)
         values: dict[str, Any] = {
-            "nats_url": nats_server.url,
+            **nats_server.login("gateway"),
             "redis_url": redis_server.url,
             "port": 0,
             "paymob_hmac_secret": SECRET,

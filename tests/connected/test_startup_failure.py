@@ -47,23 +47,28 @@ def factories(
     solana_sandbox: SolanaSandbox,
     tmp_path: Path,
 ) -> dict[str, AppFactory]:
-    common: dict[str, Any] = {"nats_url": nats_server.url, "redis_url": redis_server.url, "port": 0}
+    common: dict[str, Any] = {"redis_url": redis_server.url, "port": 0}
+    login = nats_server.login
     return {
-        "gateway": lambda: create_gateway(GatewaySettings.load(**common)),
+        "gateway": lambda: create_gateway(GatewaySettings.load(**common, **login("gateway"))),
         "payments": lambda: payments_app.create_app(
             PaymentsSettings.load(
                 **common,
+                **login("payments"),
                 turso_db_url=f"file:{tmp_path / 'payments.db'}",
                 solana_rpc_url=solana_sandbox.rpc_url,
             )
         ),
         "verifier": lambda: create_verifier(
-            VerifierSettings.load(**common, solana_rpc_url=solana_sandbox.rpc_url)
+            VerifierSettings.load(
+                **common, **login("verifier"), solana_rpc_url=solana_sandbox.rpc_url
+            )
         ),
-        "notifier": lambda: create_notifier(NotifierSettings.load(**common)),
+        "notifier": lambda: create_notifier(NotifierSettings.load(**common, **login("notifier"))),
         "amadeus-proxy": lambda: create_amadeus_proxy(
             AmadeusProxySettings.load(
                 **common,
+                **login("amadeus-proxy"),
                 bookings_db_url=f"file:{tmp_path / 'bookings.db'}",
                 amadeus_base_url="http://127.0.0.1:9",
                 amadeus_client_id="id",

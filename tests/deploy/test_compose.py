@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
 
+from axiom_shared.nats_permissions import server_config, write_server_files
+from sandbox.infra import find_binary
 from tests.deploy.checks import (
     COMPOSE_FILE,
     DEPLOY,
@@ -60,8 +64,8 @@ def test_compose_follows_our_rules(compose: dict[str, Any]) -> None:
 def test_infrastructure_is_there_with_persistent_volumes(compose: dict[str, Any]) -> None:
     services = compose["services"]
     nats = services["nats"]
-    assert nats["image"].startswith("nats:2.10")
-    assert {"-js", "-sd", "/data", "-m", "8222"} <= set(nats["command"])
+    assert nats["image"].startswith("nats:2.15.")
+    assert nats["command"] == ["-c", "/etc/nats/nats.conf"]
     assert "8222/healthz" in " ".join(nats["healthcheck"]["test"])
     assert services["libsql"]["image"].startswith("ghcr.io/tursodatabase/libsql-server:")
     assert services["redis"]["image"].startswith("redis:")
@@ -124,6 +128,31 @@ def test_services_start_after_their_dependencies_are_healthy(compose: dict[str, 
             "literal secret",
         ),
         ("notifier", lambda s: s.pop("restart"), "restart policy"),
+        (
+            "gateway",
+            lambda s: s["environment"].__setitem__("ADMIN_TOKEN", "${ADMIN_TOKEN:-}"),
+            "secret ADMIN_TOKEN in environment (use ADMIN_TOKEN_FILE)",
+        ),
+        (
+            "payments",
+            lambda s: s["environment"].__setitem__("SOLANA_PRIVATE_KEY", ""),
+            "secret SOLANA_PRIVATE_KEY in environment",
+        ),
+        (
+            "verifier",
+            lambda s: s["environment"].__setitem__("NATS_USER", "payments"),
+            "verifier: NATS_USER is not its own user",
+        ),
+        (
+            "notifier",
+            lambda s: s.pop("secrets"),
+            "NATS_PASSWORD_FILE names secret nats-notifier-password, not mounted",
+        ),
+        ("nats", lambda s: s.__setitem__("image", "nats:2.10.29-alpine"), "nats: image"),
+        ("nats", lambda s: s.__setitem__("image", "nats:latest"), "nats: image"),
+        ("redis", lambda s: s.__setitem__("image", "redis:7.4.2-alpine"), "not a patched Redis"),
+        ("redis", lambda s: s.__setitem__("image", "redis:8.4.0-alpine"), "not a patched Redis"),
+        ("redis", lambda s: s.__setitem__("image", "redis:7-alpine"), "not a patched Redis"),
         ("amadeus-proxy", lambda s: s["environment"].pop("HOST"), "HOST"),
         (
             "payments",
@@ -179,3 +208,36 @@ def test_production_with_a_declared_merchant_wallet(compose: dict[str, Any]) -> 
     problems = compose_problems(broken)
     assert "payments: MERCHANT_WALLET is not declared" in problems
     assert "gateway: ENVIRONMENT does not default to production" in problems
+
+
+def test_nats_runs_the_generated_permissions() -> None:
+    """deploy/nats/auth.conf is what topology.py says today (regenerate it with
+    `python -m axiom_shared.nats_permissions > deploy/nats/auth.conf`)."""
+    shipped = (DEPLOY / "nats" / "auth.conf").read_text(encoding="utf-8")
+    assert shipped == server_config()
+    assert 'include "auth.conf"' in (DEPLOY / "nats" / "nats.conf").read_text(encoding="utf-8")
+
+
+def test_nats_accepts_the_shipped_configuration(tmp_path: Path) -> None:
+    """nats-server itself parses deploy/nats/ (with passwords as the secrets would give)."""
+    for name in ("nats.conf", "auth.conf"):
+        text = (DEPLOY / "nats" / name).read_text(encoding="utf-8")
+        (tmp_path / name).write_text(text.replace("/data", str(tmp_path / "data")))
+    write_server_files(tmp_path / "secrets")
+    (tmp_path / "passwords.conf").write_text((tmp_path / "secrets" / "passwords.conf").read_text())
+    checked = subprocess.run(
+        [find_binary("nats-server"), "-t", "-c", str(tmp_path / "nats.conf")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_the_compose_secrets_are_the_files_the_script_creates() -> None:
+    (doc,) = load_yaml_documents(COMPOSE_FILE)
+    script = (DEPLOY / "scripts" / "compose-secrets.sh").read_text(encoding="utf-8")
+    for name, source in doc["secrets"].items():
+        path = source["file"].removeprefix("./secrets/")
+        base = path.removeprefix("nats/").removesuffix(".password").removesuffix(".conf")
+        assert path.startswith("nats/") or base in script, name

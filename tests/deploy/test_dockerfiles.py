@@ -72,3 +72,24 @@ def test_the_dockerfile_check_notices_damage(damage: Callable[[str], str], expec
     assert damaged != text
     problems = dockerfile_problems(damaged, port=SERVICES["gateway"])
     assert any(expected in p for p in problems), problems
+
+
+@pytest.mark.parametrize("service", sorted(SERVICES))
+def test_service_images_install_only_from_hash_pinned_locks(service: str) -> None:
+    """Every pip install of a service image either checks each file against its lock's
+    sha256 (`--require-hashes`, nothing resolved beyond it) or uses no index at all (our own
+    wheels); constraints.txt, which has no hashes, is not used."""
+    text = dockerfile_for(service).read_text(encoding="utf-8")
+    installs = [
+        line.strip(" \\&")
+        for line in text.replace("\\\n", " ").splitlines()
+        for line in line.split("&&")
+        if "pip install" in line
+    ]
+    assert installs, text
+    for install in installs:
+        locked = "--require-hashes" in install and "--no-deps" in install and "-r locks/" in install
+        local = "--no-index" in install and "--no-deps" in install
+        assert locked or local, install
+    assert "constraints.txt" not in text
+    assert f"COPY deploy/locks/{service}.txt" in text

@@ -56,4 +56,49 @@ def test_database_owners_install_the_remote_driver_without_its_stray_dependencie
     service: str,
 ) -> None:
     text = (ROOT / "deploy" / "docker" / f"{service}.Dockerfile").read_text()
-    assert "--no-deps -c constraints.txt libsql-client" in text
+    assert "--require-hashes --no-deps -r locks/libsql-client.txt" in text
+    assert set(locked(LOCKS / "libsql-client.txt")) == {"libsql-client"}
+
+
+LOCKS = ROOT / "deploy" / "locks"
+
+
+def locked(path: Path) -> dict[str, str]:
+    """name → version of a hash-pinned lock, checking that every entry has hashes."""
+    found: dict[str, str] = {}
+    text = path.read_text(encoding="utf-8").replace("\\\n", " ")
+    for line in text.splitlines():
+        line = line.split("#")[0].strip()
+        if not line:
+            continue
+        requirement, _, hashes = line.partition(" ")
+        name, _, version = requirement.partition("==")
+        assert version, f"{path.name}: {requirement} is not pinned"
+        assert "--hash=sha256:" in hashes, f"{path.name}: {requirement} has no hash"
+        found[_name(name)] = version
+    return found
+
+
+def constraints() -> dict[str, str]:
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text(encoding="utf-8").splitlines():
+        name, _, version = line.strip().partition("==")
+        if version:
+            pins[_name(name)] = version
+    return pins
+
+
+@pytest.mark.parametrize("service", sorted(SERVICES))
+def test_each_image_lock_is_its_closure_at_the_constrained_versions(service: str) -> None:
+    """deploy/locks/<service>.txt holds exactly the third-party closure of shared/ and the
+    service (no more: the image carries nothing its service does not import), at the versions
+    of constraints.txt (`bash deploy/scripts/lock.sh` rewrites it)."""
+    lock = locked(LOCKS / f"{service}.txt")
+    wanted = {n for n in closure("axiom-shared", SERVICES[service]) if not n.startswith("axiom-")}
+    assert set(lock) == wanted
+    pins = constraints()
+    assert {n: v for n, v in lock.items() if pins.get(n) != v} == {}
+
+
+def test_the_build_lock_holds_setuptools_only() -> None:
+    assert set(locked(LOCKS / "build.txt")) == {"setuptools"}

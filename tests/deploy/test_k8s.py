@@ -1,6 +1,7 @@
 """deploy/k8s, offline: every manifest valid against the Kubernetes OpenAPI schemas (the JSON
 schemas that kubernetes-validate ships, strict: unknown fields are errors), and our rules:
-probes, resources, hardening, secrets by reference only, HPAs, NetworkPolicies, NATS cluster."""
+probes, resources, hardening, secrets as mounted files only, HPAs, NetworkPolicies, NATS cluster
+with the generated per-service permissions."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
+from axiom_shared.nats_permissions import server_config
 from tests.deploy.checks import K8S_DIR, SERVICES, k8s_problems, load_yaml_documents
 
 #: The oldest Kubernetes minor we support; kubernetes-validate also knows newer ones.
@@ -95,6 +97,21 @@ def test_nats_is_a_three_node_jetstream_cluster(docs: list[dict[str, Any]]) -> N
     assert find(docs, "ConfigMap", "axiom-config")["data"]["NATS_STREAM_REPLICAS"] == "3"
 
 
+def test_nats_runs_the_generated_permissions_with_passwords_from_a_secret(
+    docs: list[dict[str, Any]],
+) -> None:
+    config = find(docs, "ConfigMap", "nats-config")["data"]
+    assert config["auth.conf"] == server_config()
+    assert 'include "auth.conf"' in config["nats.conf"]
+    volumes = find(docs, "StatefulSet", "nats")["spec"]["template"]["spec"]["volumes"]
+    (projected,) = [v["projected"] for v in volumes if v["name"] == "config"]
+    sources = {next(iter(source)): source for source in projected["sources"]}
+    assert sources["configMap"]["configMap"]["name"] == "nats-config"
+    assert sources["secret"]["secret"]["items"] == [
+        {"key": "passwords.conf", "path": "passwords.conf"}
+    ]
+
+
 def _container(doc: dict[str, Any]) -> dict[str, Any]:
     container: dict[str, Any] = doc["spec"]["template"]["spec"]["containers"][0]
     return container
@@ -133,6 +150,49 @@ def _container(doc: dict[str, Any]) -> dict[str, Any]:
             "gateway",
             lambda d: _container(d)["env"].append({"name": "ADMIN_TOKEN", "value": "let-me-in"}),
             "literal secret",
+        ),
+        (
+            "Deployment",
+            "payments",
+            lambda d: _container(d)["env"].append(
+                {
+                    "name": "TURSO_DB_AUTH_TOKEN",
+                    "valueFrom": {
+                        "secretKeyRef": {"name": "axiom-secrets", "key": "turso-db-auth-token"}
+                    },
+                }
+            ),
+            "secret TURSO_DB_AUTH_TOKEN in env from a secretKeyRef",
+        ),
+        (
+            "Deployment",
+            "gateway",
+            lambda d: _container(d)["env"].append({"name": "HELIUS_WEBHOOK_SECRET", "value": ""}),
+            "secret HELIUS_WEBHOOK_SECRET in env (use HELIUS_WEBHOOK_SECRET_FILE)",
+        ),
+        (
+            "Deployment",
+            "verifier",
+            lambda d: _container(d).__setitem__("envFrom", [{"secretRef": {"name": "x"}}]),
+            "a whole Secret in env",
+        ),
+        (
+            "Deployment",
+            "notifier",
+            lambda d: _container(d)["volumeMounts"].pop(),
+            "NATS_PASSWORD_FILE is not in a mounted secret volume",
+        ),
+        (
+            "Deployment",
+            "amadeus-proxy",
+            lambda d: _container(d)["env"][1].__setitem__("value", "gateway"),
+            "NATS_USER is not its own user",
+        ),
+        (
+            "StatefulSet",
+            "nats",
+            lambda d: _container(d).__setitem__("image", "nats:2.10.29-alpine"),
+            "is not nats:2.15.<patch>-alpine",
         ),
         (
             "Deployment",

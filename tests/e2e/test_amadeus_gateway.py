@@ -101,7 +101,7 @@ async def proxy(
 ) -> AsyncIterator[RunningApp]:
     """The amadeus-proxy in front of this test's double; no pacing (the double has no limit)."""
     settings = AmadeusProxySettings.load(
-        nats_url=nats_server.url,
+        **nats_server.login("amadeus-proxy"),
         redis_url=redis_server.url,
         bookings_db_url=f"file:{tmp_path / 'bookings.db'}",
         port=0,
@@ -137,7 +137,7 @@ async def gateways(
 
     async def start(limit: int = 1000, window: float = 10, **overrides: Any) -> RunningApp:
         values: dict[str, Any] = {
-            "nats_url": nats_server.url,
+            **nats_server.login("gateway"),
             "redis_url": redis_server.url,
             "port": 0,
             "rate_limits": [RateLimitRule(prefix=ROUTE, limit=limit, window=window)],
@@ -250,7 +250,7 @@ async def test_two_gateway_processes_admit_exactly_ten_of_fifty_then_again_after
     http: aiohttp.ClientSession,
 ) -> None:
     env = {
-        "NATS_URL": nats_server.url,
+        **nats_server.client_env(),
         "REDIS_URL": redis_server.url,
         "RATE_LIMITS": json.dumps([{"prefix": ROUTE, "limit": 10, "window": WINDOW}]),
         "RATE_LIMIT_REDIS_PREFIX": f"e2e:ratelimit:{uuid.uuid4().hex}",

@@ -35,7 +35,7 @@ async def test_kills_mid_run_lose_and_repeat_nothing(
 ) -> None:
     db_url = f"file:{tmp_path / 'payments.db'}"
     env = {
-        "NATS_URL": nats_server.url,
+        **nats_server.client_env(),
         "REDIS_URL": redis_server.url,
         "TURSO_DB_URL": db_url,
         "SOLANA_RPC_URL": solana_sandbox.rpc_url,

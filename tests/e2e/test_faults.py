@@ -76,7 +76,7 @@ async def test_300_payments_survive_every_fault(
     env = {
         "MERCHANT_WALLET": merchant_wallet,
         "USDC_MINT": str(SANDBOX_USDC_MINT),
-        "NATS_URL": own_nats.url,
+        **own_nats.client_env(),
         "REDIS_URL": redis.url,
         "TURSO_DB_URL": db_url,
         "BOOKINGS_DB_URL": f"file:{tmp_path / 'bookings.db'}",

@@ -30,6 +30,9 @@ async def ops(system: PaymentSystem, *args: str) -> tuple[int, Any, str]:
         **os.environ,
         "TURSO_DB_URL": system.db.url,
         "NATS_URL": system.nats_url,
+        # The operator's own NATS user: what payments may do, plus the dead letters.
+        "NATS_USER": "axiom-ops",
+        "NATS_PASSWORD_FILE": str(system.nats_server.password_file("axiom-ops")),
     }
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "axiom_payments.ops", *args,

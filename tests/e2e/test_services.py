@@ -23,7 +23,7 @@ async def stack(
     own_nats: NatsServer, redis_server: RedisServer, tmp_path: Path
 ) -> AsyncIterator[dict[str, ChildProcess]]:
     env = {
-        "NATS_URL": own_nats.url,
+        **own_nats.client_env(),
         "REDIS_URL": redis_server.url,
         "TURSO_DB_URL": f"file:{tmp_path / 'payments.db'}",
         "BOOKINGS_DB_URL": f"file:{tmp_path / 'bookings.db'}",

@@ -50,7 +50,7 @@ async def test_one_id_follows_a_payment_and_no_secret_is_logged(
         "SOLANA_PRIVATE_KEY": str(merchant),
     }
     env = {
-        "NATS_URL": nats_server.url,
+        **nats_server.client_env(),
         "REDIS_URL": redis_server.url,
         "TURSO_DB_URL": f"file:{tmp_path / 'payments.db'}",
         "BOOKINGS_DB_URL": f"file:{tmp_path / 'bookings.db'}",

@@ -84,7 +84,7 @@ async def proxy_factory(
 
     async def start(amadeus: AmadeusSandbox, **overrides: Any) -> RunningApp:
         values: dict[str, Any] = {
-            "nats_url": nats_server.url,
+            **nats_server.login("amadeus-proxy"),
             "redis_url": redis_server.url,
             "bookings_db_url": f"file:{tmp_path / 'bookings.db'}",
             "port": 0,

@@ -93,3 +93,37 @@ def test_a_bad_setting_is_one_line_naming_the_variable(
     with pytest.raises(ValidationError) as refused:
         PaymentsSettings.load()
     assert settings_problem(refused.value).startswith("TURSO_DB_AUTH_TOKEN_FILE: cannot read")
+
+
+def test_nats_login_is_the_service_user_with_a_password_from_a_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NATS_USER", raising=False)
+    monkeypatch.delenv("NATS_PASSWORD", raising=False)
+    assert PaymentsSettings.load().nats_login == (None, None)
+    secret = tmp_path / "nats-password"
+    secret.write_text("n4ts-pw\n")
+    monkeypatch.setenv("NATS_PASSWORD_FILE", str(secret))
+    settings = PaymentsSettings.load()
+    assert settings.nats_login == ("payments", "n4ts-pw")
+    assert "n4ts-pw" not in repr(settings)
+    monkeypatch.setenv("NATS_USER", "axiom-ops")
+    assert PaymentsSettings.load().nats_login == ("axiom-ops", "n4ts-pw")
+
+
+def test_urls_that_may_carry_credentials_come_from_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SOLANA_RPC_URL", raising=False)
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    (tmp_path / "rpc").write_text("https://rpc.example/?api-key=k3y\n")
+    (tmp_path / "redis").write_text("rediss://default:pw@cache.example:6379/0\n")
+    (tmp_path / "redis-password").write_text("r3dis\n")
+    monkeypatch.setenv("SOLANA_RPC_URL_FILE", str(tmp_path / "rpc"))
+    monkeypatch.setenv("REDIS_URL_FILE", str(tmp_path / "redis"))
+    monkeypatch.setenv("REDIS_PASSWORD_FILE", str(tmp_path / "redis-password"))
+    settings = PaymentsSettings.load()
+    assert settings.solana_rpc_url == "https://rpc.example/?api-key=k3y"
+    assert settings.redis_url == "rediss://default:pw@cache.example:6379/0"
+    assert settings.redis_password is not None
+    assert settings.redis_password.get_secret_value() == "r3dis"

@@ -49,7 +49,7 @@ def redis_namespace(settings: AmadeusProxySettings) -> str:
 
 def create_app(settings: AmadeusProxySettings) -> web.Application:
     app = create_service_app(settings)
-    app.cleanup_ctx.append(redis_context(settings.redis_url, settings.redis_timeout))
+    app.cleanup_ctx.append(redis_context(settings))
     app.cleanup_ctx.append(
         database_context(
             bookings_db_key,

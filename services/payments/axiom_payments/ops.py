@@ -39,7 +39,7 @@ from axiom_shared.db import Database, open_database
 from axiom_shared.errors import ApiError
 from axiom_shared.logging import bind_correlation_id, configure_logging, current_correlation_id
 from axiom_shared.migrations import migrate
-from axiom_shared.nats import MSG_ID_HEADER, connect_nats, publish_event
+from axiom_shared.nats import MSG_ID_HEADER, NatsUnavailable, connect_nats, publish_event
 from axiom_shared.payments_client import PaymentsClient
 from axiom_shared.schemas import (
     ChangeSource,
@@ -48,6 +48,7 @@ from axiom_shared.schemas import (
     RequestRefundInput,
     VerificationRequested,
 )
+from axiom_shared.service import load_settings
 from axiom_shared.settings import secret_value
 from axiom_shared.topology import DEAD_LETTERS, VERIFY_CANDIDATE_SUBJECT, ensure_topology
 from axiom_shared.wire import DEAD_LETTER_REASON_HEADER, ORIGINAL_SUBJECT_HEADER
@@ -57,12 +58,22 @@ def out(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
+#: The NATS user axiom-ops logs in as (unless NATS_USER says otherwise): allowed what payments
+#: is, plus reading and replaying the dead letters (deploy/nats).
+OPS_NATS_USER = "axiom-ops"
+
+
 async def ops_nats(settings: PaymentsSettings) -> NATS:
+    """Connect, or give up after REQUEST_TIMEOUT seconds (`NatsUnavailable`: one line)."""
+    password = secret_value(settings.nats_password)
     return await connect_nats(
         settings.nats_url,
         "axiom-ops",
-        creds_file=settings.nats_creds_file,
+        connect_timeout=min(settings.nats_connect_timeout, settings.request_timeout),
+        user=(settings.nats_user or OPS_NATS_USER) if password else None,
+        password=password,
         tls_ca_file=settings.nats_tls_ca_file,
+        give_up_after=settings.request_timeout,
     )
 
 
@@ -316,9 +327,13 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    settings = PaymentsSettings.load()
+    settings = load_settings(PaymentsSettings)
     configure_logging("axiom-ops", "WARNING", json=True)
-    return asyncio.run(run(args, settings))
+    try:
+        return asyncio.run(run(args, settings))
+    except NatsUnavailable as exc:
+        sys.stderr.write(f"axiom-ops: {exc}\n")
+        return 1
 
 
 if __name__ == "__main__":
