@@ -291,19 +291,35 @@ class NatsGrants:
 GATEWAY_GRANTS = NatsGrants(
     user="gateway",
     publishes=(HELIUS_ITEM_SUBJECT, PAYMOB_TRANSACTION_SUBJECT, VERIFY_CANDIDATE_SUBJECT),
-    requests=(PAYMENTS_CREATE, PAYMENTS_GET, PAYMENTS_CATALOG, AMADEUS_SEARCH, AMADEUS_BOOK),
+    requests=(
+        PAYMENTS_CREATE,
+        PAYMENTS_GET,
+        PAYMENTS_CATALOG,
+        PAYMENTS_REFUND_GET,
+        AMADEUS_SEARCH,
+        AMADEUS_BOOK,
+    ),
+    # check-status reads a payment's latest status from the bucket (`LatestStatus`).
+    kv_reads=(PAYMENT_STATUS_BUCKET,),
 )
 PAYMENTS_GRANTS = NatsGrants(
     user="payments",
     publishes=(PAYMENT_STATUS_SUBJECT, PAYMENT_PROVISIONED_SUBJECT, VERIFY_CANDIDATE_SUBJECT),
-    serves=(PAYMENTS_CREATE, PAYMENTS_GET, PAYMENTS_CATALOG, PAYMENTS_MATCH),
+    serves=(
+        PAYMENTS_CREATE,
+        PAYMENTS_GET,
+        PAYMENTS_CATALOG,
+        PAYMENTS_MATCH,
+        PAYMENTS_REFUND_REQUEST,
+        PAYMENTS_REFUND_GET,
+    ),
     service="payments",
-    consumers=(PAYMENTS_FINDINGS,),
+    consumers=(PAYMENTS_FINDINGS, PAYMENTS_SEEN),
     kv_writes=(PAYMENT_STATUS_BUCKET,),
 )
 VERIFIER_GRANTS = NatsGrants(
     user="verifier",
-    publishes=(FINDINGS_SUBJECT,),
+    publishes=(FINDINGS_SUBJECT, SEEN_SUBJECT),
     requests=(PAYMENTS_MATCH, PAYMENTS_GET),
     consumers=(VERIFIER_CANDIDATES, VERIFIER_WEBHOOKS),
 )
@@ -327,6 +343,8 @@ OPS_GRANTS = NatsGrants(
         *PAYMENTS_GRANTS.publishes,
         *(subject for spec in STREAMS if spec is not DEAD_LETTERS for subject in spec.subjects),
     ),
+    # Refunds are asked for and shown through the payments service.
+    requests=(PAYMENTS_REFUND_REQUEST, PAYMENTS_REFUND_GET),
     kv_writes=(PAYMENT_STATUS_BUCKET,),
     stream_admin=(DEAD_LETTERS,),
 )
