@@ -228,12 +228,14 @@ async def test_a_cached_token_costs_no_redis_round_trip_per_search(
     amadeus_sandbox: AmadeusSandbox, proxy: ProxyFactory, nats_client: NATS
 ) -> None:
     """With pacing off, a search whose token this replica already holds reads nothing from
-    Redis (counted by Redis itself); a token another replica dropped after a 401 costs this
-    one a 401 and one retry, never a failed search."""
+    Redis (counted by Redis itself). (A token expired at Amadeus is refreshed once across both
+    replicas: test_100_searches_over_two_replicas_... above.)"""
     async with proxy(amadeus_sandbox) as first, proxy(amadeus_sandbox):
         redis = first[redis_key]
-        await search(nats_client)
-        await search(nats_client)  # both replicas have read or fetched the token
+        # Requests go to either replica at random: after 20, both have read or fetched the
+        # token (all 20 landing on one replica has a chance of 2 in a million).
+        for _ in range(20):
+            await search(nats_client)
 
         async def reads() -> int:
             stats = await redis.info("commandstats")
@@ -246,13 +248,6 @@ async def test_a_cached_token_costs_no_redis_round_trip_per_search(
         for _ in range(20):
             await search(nats_client)
         assert await reads() == before
-
-        await amadeus_sandbox.set_faults(expire_tokens=True)
-        answers = [await search(nats_client) for _ in range(6)]
-        assert all(a.amadeus_response["data"] for a in answers)
-        stats = await amadeus_sandbox.stats()
-        assert stats["token_requests"] == 2
-        assert 1 <= stats["unauthorized_401"] <= 2  # at most once per replica
 
 
 async def test_amadeus_500_on_search_is_retried_with_backoff(
