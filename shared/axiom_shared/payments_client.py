@@ -119,9 +119,6 @@ class LatestStatus:
         self._kv: KeyValue | None = None
         self._capacity = capacity
         self._views: OrderedDict[str, tuple[int, PaymentView, bytes]] = OrderedDict()
-        #: Reads answered by the bucket, and those that fell back to the payments service.
-        self.hits = 0
-        self.misses = 0
 
     async def view(self, payment_id: str) -> PaymentView:
         return (await self.encoded(payment_id))[0]
@@ -130,9 +127,7 @@ class LatestStatus:
         """The view and its JSON (`model_dump_json(by_alias=True)`, as `json_response`)."""
         found = await self._from_bucket(payment_id)
         if found is not None:
-            self.hits += 1
             return found
-        self.misses += 1
         view = (await self._payments.get(payment_id)).payment
         return view, view.model_dump_json(by_alias=True).encode()
 

@@ -29,7 +29,7 @@ PAYERS = 16
 SECRET = "bench-endtoend-helius-secret"
 
 
-async def _airdropped(rpc: AsyncClient, count: int) -> list[Keypair]:
+async def airdropped(rpc: AsyncClient, count: int) -> list[Keypair]:
     payers = [Keypair() for _ in range(count)]
     for payer in payers:
         sig = (await rpc.request_airdrop(payer.pubkey(), 20 * PRICE * PAYMENTS // count)).value
@@ -37,7 +37,7 @@ async def _airdropped(rpc: AsyncClient, count: int) -> list[Keypair]:
     return payers
 
 
-async def _finalized(rpc: AsyncClient, signatures: list[Signature]) -> None:
+async def finalized(rpc: AsyncClient, signatures: list[Signature]) -> None:
     """Until every one of `signatures` is finalized."""
     pending = list(signatures)
     while pending:
@@ -55,7 +55,7 @@ async def _finalized(rpc: AsyncClient, signatures: list[Signature]) -> None:
 
 async def chain_alone(rpc: AsyncClient) -> float:
     """Seconds for the sandbox to land and finalize PAYMENTS transfers sent as our payers do."""
-    payers = await _airdropped(rpc, PAYERS)
+    payers = await airdropped(rpc, PAYERS)
     sem = asyncio.Semaphore(CONCURRENCY)
 
     async def pay(index: int) -> Signature:
@@ -66,7 +66,7 @@ async def chain_alone(rpc: AsyncClient) -> float:
 
     started = time.perf_counter()
     signatures = await asyncio.gather(*(pay(i) for i in range(PAYMENTS)))
-    await _finalized(rpc, signatures)
+    await finalized(rpc, signatures)
     return time.perf_counter() - started
 
 
@@ -91,7 +91,7 @@ async def run(stack: BenchStack, report: Report) -> None:
         ) as resp:
             assert resp.status < 300, await resp.text()
             webhook_id = (await resp.json())["webhookID"]
-        payers = await _airdropped(rpc, PAYERS)
+        payers = await airdropped(rpc, PAYERS)
 
         provisioned: set[str] = set()
         done = asyncio.Event()

@@ -15,7 +15,7 @@ import aiohttp
 from solana.rpc.async_api import AsyncClient
 
 from axiom_payments.settings import DEV_MERCHANT_WALLET
-from tests.bench.endtoend_bench import _airdropped, _finalized
+from tests.bench.endtoend_bench import airdropped, finalized
 from tests.bench.harness import Figure, Report, closed_loop, percentile
 from tests.bench.stack import BenchStack
 from tests.fixtures.solana import send_transfer
@@ -45,7 +45,7 @@ async def run(stack: BenchStack, report: Report) -> None:
         "gateway", HELIUS_WEBHOOK_SECRET=SECRET, NOTIFIER_URL=notifier.base_url
     )
     async with aiohttp.ClientSession() as http, AsyncClient(stack.solana_url) as rpc:
-        payers = await _airdropped(rpc, 4)
+        payers = await airdropped(rpc, 4)
         created = []
         for _ in range(PAYMENTS):
             async with http.post(
@@ -58,7 +58,7 @@ async def run(stack: BenchStack, report: Report) -> None:
             )
             for n, p in enumerate(created)
         ]
-        await _finalized(rpc, list(signatures))
+        await finalized(rpc, list(signatures))
 
         latencies: list[float] = []
         for payment, signature in zip(created, signatures, strict=True):
