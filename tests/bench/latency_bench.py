@@ -39,7 +39,9 @@ async def run(stack: BenchStack, report: Report) -> None:
     await stack.start_service(
         "payments", RECONCILE_INTERVAL_SECONDS="3600", **stack.fresh_db("latency")
     )
-    await stack.start_service("verifier")
+    # The `confirmed` watch off: it would have each payment read again at finalized on its
+    # own (issue 18), so the webhook would no longer be what finds it.
+    await stack.start_service("verifier", SEEN_WATCH="false")
     notifier = await stack.start_service("notifier")
     gateway = await stack.start_service(
         "gateway", HELIUS_WEBHOOK_SECRET=SECRET, NOTIFIER_URL=notifier.base_url
