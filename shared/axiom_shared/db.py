@@ -98,6 +98,12 @@ def _is_read(sql: str) -> bool:
     return head.startswith(("select", "values"))
 
 
+def _queries_only(statements: Sequence[Statement]) -> None:
+    for stmt in statements:
+        if not _is_read(_split(stmt)[0]):
+            raise DatabaseError("read_many takes queries only", None)
+
+
 def _error(message: str, code: str | None) -> DatabaseError:
     if (code and "CONSTRAINT" in code) or "constraint failed" in message:
         return IntegrityError(message, code or "SQLITE_CONSTRAINT")
@@ -122,6 +128,12 @@ class Database:
 
     async def close(self) -> None:
         raise NotImplementedError
+
+    async def read_many(self, statements: Sequence[Statement]) -> list[ResultSet]:
+        """Several queries (`SELECT` only) answered together: on a file, in one trip to a
+        reader thread and from one snapshot; elsewhere one after another."""
+        _queries_only(statements)
+        return [await self.execute(*_split(stmt)) for stmt in statements]
 
     async def fetch_all(self, sql: str, args: SqlArgs = None) -> list[dict[str, Any]]:
         rs = await self.execute(sql, args)
@@ -333,6 +345,24 @@ class FileDatabase(Database):
             return _run(self._reader(), stmt)
         except sqlite3.Error as exc:
             raise _classify_sqlite(exc) from None
+
+    def _read_many_sync(self, statements: Sequence[Statement]) -> list[ResultSet]:
+        conn = self._reader()
+        try:
+            conn.execute("BEGIN")  # one snapshot for all of them (WAL: never waits for writes)
+            try:
+                return [_run(conn, stmt) for stmt in statements]
+            finally:
+                conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise _classify_sqlite(exc) from None
+
+    async def read_many(self, statements: Sequence[Statement]) -> list[ResultSet]:
+        if self._closed:
+            raise DatabaseError("the database is closed", None)
+        _queries_only(statements)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._reader_pool, self._read_many_sync, statements)
 
     async def _read(self, stmt: Statement) -> ResultSet:
         if self._closed:

@@ -443,6 +443,8 @@ class JetStreamConsumer(Generic[M]):
         self._handler = handler
         self._replica_id = replica_id
         self._concurrency = concurrency
+        #: Fetch again once this few are left in hand (half the window).
+        self._refill_below = concurrency // 2
         self._fetch_timeout = fetch_timeout
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -467,8 +469,8 @@ class JetStreamConsumer(Generic[M]):
                     await self._task
 
     async def _run(self) -> None:
-        """Keep up to `concurrency` messages in hand: as soon as one is done, fetch more. (A
-        batch is not waited for as a whole: one slow message never holds up the others.)"""
+        """Keep up to `concurrency` messages in hand: once half of them are done, fetch more.
+        (A batch is not waited for as a whole: one slow message never holds up the others.)"""
         sub: JetStreamContext.PullSubscription | None = None
         in_hand: set[asyncio.Task[None]] = set()
         try:
@@ -479,7 +481,9 @@ class JetStreamConsumer(Generic[M]):
                         sub = await self._js.pull_subscribe_bind(
                             durable=self.name, stream=self._spec.stream
                         )
-                    if len(in_hand) >= self._concurrency:
+                    if len(in_hand) > self._refill_below:
+                        # Refill in batches, not one message per finished task: each fetch
+                        # is a round trip of its own.
                         await asyncio.wait(in_hand, return_when=asyncio.FIRST_COMPLETED)
                         continue
                     try:

@@ -125,6 +125,39 @@ async def test_a_write_is_visible_to_the_next_read(db: Database) -> None:
         assert row == {"qty": n}
 
 
+async def test_read_many_answers_each_query_from_one_snapshot(db: Database) -> None:
+    """Every pair of rows is written in one batch; reads taken together never see half of
+    one, however the writes interleave."""
+
+    async def write(n: int) -> None:
+        await db.batch(
+            [
+                ("INSERT INTO items (name, qty) VALUES (?, ?)", [f"s{n}", n]),
+                ("INSERT INTO audit (item, note) VALUES (?, ?)", [f"s{n}", "added"]),
+            ]
+        )
+
+    async def read() -> tuple[int, int]:
+        items, audit, named = await db.read_many(
+            [
+                "SELECT count(*) FROM items",
+                ("SELECT count(*) FROM audit WHERE note = ?", ["added"]),
+                ("SELECT name FROM items WHERE qty = ?", [0]),
+            ]
+        )
+        assert named.columns == ("name",)
+        return items.rows[0][0], audit.rows[0][0]
+
+    seen = await asyncio.gather(*(write(n) for n in range(40)), *(read() for _ in range(40)))
+    pairs = [pair for pair in seen if pair is not None]
+    assert pairs
+    assert all(items == audit for items, audit in pairs), pairs
+    assert await read() == (40, 40)
+    with pytest.raises(DatabaseError, match="queries only"):
+        await db.read_many(["SELECT 1", "DELETE FROM items"])
+    assert (await db.fetch_one("SELECT count(*) AS n FROM items")) == {"n": 40}
+
+
 async def test_another_process_holding_the_lock_delays_a_write_without_failing_it(
     tmp_path: Path,
 ) -> None:

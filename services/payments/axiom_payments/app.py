@@ -173,12 +173,8 @@ def create_app(settings: PaymentsSettings) -> web.Application:
             # Every status: a transaction naming two of our payments pays neither, and money
             # sent to a finished payment is still recorded (owed back).
             keys = list(dict.fromkeys(request.references))
-            rows = await ledger.payments_by_reference(db, keys)
             # And the payments whose watched refund request names one of them (its landing).
-            refunded, refunds = await ledger.payments_by_refund_reference(
-                db, keys, datetime.now(UTC) - lookback
-            )
-            rows += [row for row in refunded if row.id not in {r.id for r in rows}]
+            rows, refunds = await ledger.matching(db, keys, datetime.now(UTC) - lookback)
             return MatchPaymentsResult(
                 refunds=[refund.view() for refund in refunds],
                 payments=[row.view() for row in rows],

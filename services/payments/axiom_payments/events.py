@@ -7,6 +7,7 @@ is announced exactly once even when the service dies between the write and the p
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -16,7 +17,6 @@ from nats.js.kv import KeyValue
 
 from axiom_shared.nats import publish_encoded
 from axiom_shared.schemas import PaymentProvisioned, PaymentStatusChanged
-from axiom_shared.schemas.base import Message
 from axiom_shared.topology import (
     PAYMENT_PROVISIONED_SUBJECT,
     PAYMENT_STATUS_BUCKET,
@@ -26,15 +26,28 @@ from axiom_shared.topology import (
 
 @dataclass(frozen=True)
 class OutgoingEvent:
+    """An event as it goes out: already serialised (the outbox row's payload), with what the
+    relay needs to know of it, so publishing never parses or validates it again."""
+
     subject: str
     msg_id: str
-    event: Message
-    #: The event as serialised when it was written (the outbox row's payload), if known.
-    encoded: bytes | None = None
+    #: The message's `schema` (`name/N`).
+    schema: str
+    payload: bytes
+    #: For a status change: (payment id, version), what the status bucket keeps.
+    status_of: tuple[str, int] | None = None
 
-    @property
-    def payload(self) -> bytes:
-        return self.encoded if self.encoded is not None else self.event.to_bytes()
+    @classmethod
+    def from_outbox(cls, subject: str, msg_id: str, payload: bytes) -> OutgoingEvent:
+        """Rebuild one from an outbox row: the payload was validated and serialised by this
+        service when the row was written, so a plain JSON read of its header fields is enough."""
+        body = json.loads(payload)
+        schema = str(body["schema"])
+        if schema == PaymentStatusChanged.SCHEMA:
+            payment = body["payment"]
+            status_of = (str(payment["payment_id"]), int(payment["version"]))
+            return cls(subject, msg_id, schema, payload, status_of)
+        return cls(subject, msg_id, schema, payload)
 
 
 def status_event(event: PaymentStatusChanged) -> OutgoingEvent:
@@ -42,7 +55,9 @@ def status_event(event: PaymentStatusChanged) -> OutgoingEvent:
     return OutgoingEvent(
         subject=PAYMENT_STATUS_SUBJECT.format(payment_id=payment.payment_id),
         msg_id=f"status:{payment.payment_id}:{payment.version}",
-        event=event,
+        schema=event.schema_,
+        payload=event.to_bytes(),
+        status_of=(payment.payment_id, payment.version),
     )
 
 
@@ -50,7 +65,8 @@ def provisioned_event(event: PaymentProvisioned) -> OutgoingEvent:
     return OutgoingEvent(
         subject=PAYMENT_PROVISIONED_SUBJECT.format(payment_id=event.payment_id),
         msg_id=f"provisioned:{event.payment_id}",
-        event=event,
+        schema=event.schema_,
+        payload=event.to_bytes(),
     )
 
 
@@ -65,17 +81,16 @@ async def deliver(
     looked up when not given: a caller delivering many keeps its handle, and its `known`
     revisions, which save the read before each write)."""
     payload = outgoing.payload
-    if isinstance(outgoing.event, PaymentStatusChanged):
+    if outgoing.status_of is not None:
         kv = status_kv or await js.key_value(PAYMENT_STATUS_BUCKET)
         # The bucket first, then the event: whoever has seen the event and then reads the bucket
         # (check-status, a stream opened late) finds this version or a newer one, never an
         # older one. Both must succeed before the outbox row goes (a retry writes the bucket
         # again, which keeps the newer version, and publishes under the same msg id, which
         # JetStream drops).
-        await record_latest_status(kv, outgoing.event, payload, known or KnownRevisions(0))
-    await publish_encoded(
-        js, outgoing.subject, outgoing.event.schema_, payload, msg_id=outgoing.msg_id
-    )
+        payment_id, version = outgoing.status_of
+        await record_latest_status(kv, payment_id, version, payload, known or KnownRevisions(0))
+    await publish_encoded(js, outgoing.subject, outgoing.schema, payload, msg_id=outgoing.msg_id)
 
 
 class KnownRevisions:
@@ -105,8 +120,9 @@ class KnownRevisions:
 
 async def record_latest_status(
     kv: KeyValue,
-    event: PaymentStatusChanged,
-    payload: bytes | None = None,
+    payment_id: str,
+    version: int,
+    data: bytes,
     known: KnownRevisions | None = None,
 ) -> None:
     """Keep the newest version only: a late, older write never replaces a newer one.
@@ -116,39 +132,37 @@ async def record_latest_status(
     a payment's first version goes straight to `create`, a later one to `update` at the
     revision this process wrote last; if that guess is wrong the write is refused and the
     loop below reads and decides."""
-    payment = event.payment
-    data = payload if payload is not None else event.to_bytes()
     known = known if known is not None else KnownRevisions(0)
-    hint = known.get(payment.payment_id)
+    hint = known.get(payment_id)
     try:
-        if hint is None and payment.version == 1:
-            known.wrote(payment.payment_id, 1, await kv.create(payment.payment_id, data))
+        if hint is None and version == 1:
+            known.wrote(payment_id, 1, await kv.create(payment_id, data))
             return
-        if hint is not None and hint[0] >= payment.version:
+        if hint is not None and hint[0] >= version:
             return  # this process wrote a newer or the same version; versions never go back
         if hint is not None:
-            revision = await kv.update(payment.payment_id, data, last=hint[1])
-            known.wrote(payment.payment_id, payment.version, revision)
+            revision = await kv.update(payment_id, data, last=hint[1])
+            known.wrote(payment_id, version, revision)
             return
     except KeyWrongLastSequenceError:
-        known.forget(payment.payment_id)
+        known.forget(payment_id)
     for _ in range(5):
         try:
-            current = await kv.get(payment.payment_id)
+            current = await kv.get(payment_id)
         except KeyNotFoundError:
             current = None
         try:
             if current is None or not current.value:
-                revision = await kv.create(payment.payment_id, data)
+                revision = await kv.create(payment_id, data)
             else:
                 stored = PaymentStatusChanged.from_bytes(current.value).payment.version
-                if stored >= payment.version:
+                if stored >= version:
                     if current.revision is not None:
-                        known.wrote(payment.payment_id, stored, current.revision)
+                        known.wrote(payment_id, stored, current.revision)
                     return
-                revision = await kv.update(payment.payment_id, data, last=current.revision)
-            known.wrote(payment.payment_id, payment.version, revision)
+                revision = await kv.update(payment_id, data, last=current.revision)
+            known.wrote(payment_id, version, revision)
             return
         except KeyWrongLastSequenceError:
             continue  # someone wrote in between: read again and compare versions
-    raise RuntimeError(f"latest status of {payment.payment_id} kept changing; retry later")
+    raise RuntimeError(f"latest status of {payment_id} kept changing; retry later")

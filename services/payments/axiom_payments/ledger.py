@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from axiom_payments.events import OutgoingEvent, status_event
-from axiom_shared.db import Database, Statement
+from axiom_shared.db import Database, ResultSet, Statement
 from axiom_shared.schemas import (
     SOL_DECIMALS,
     ChangeSource,
@@ -347,6 +347,10 @@ WATCHED_REFUNDS_SQL = "(r.status = 'requested' OR (r.status = 'expired' AND r.ex
 # --- reading -------------------------------------------------------------------------------
 
 
+def _dicts(rs: ResultSet) -> list[dict[str, Any]]:
+    return [dict(zip(rs.columns, row, strict=True)) for row in rs.rows]
+
+
 async def get_payment(db: Database, public_id: str) -> PaymentRow | None:
     row = await db.fetch_one(
         f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE public_id = ?",  # noqa: S608
@@ -355,35 +359,36 @@ async def get_payment(db: Database, public_id: str) -> PaymentRow | None:
     return PaymentRow.from_db(row) if row else None
 
 
-async def payments_by_reference(db: Database, references: Sequence[str]) -> list[PaymentRow]:
-    """Our payments (any status) whose reference is one of `references`."""
-    if not references:
-        return []
-    marks = ", ".join("?" for _ in references)
-    rows = await db.fetch_all(
-        f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE reference_key IN ({marks})",  # noqa: S608
-        list(references),
-    )
-    return [PaymentRow.from_db(row) for row in rows]
-
-
-async def payments_by_refund_reference(
+async def matching(
     db: Database, references: Sequence[str], open_since: datetime
 ) -> tuple[list[PaymentRow], list[RefundRow]]:
-    """Watched refund requests whose reference is one of `references`, and their payments."""
+    """Our payments (any status) whose reference is one of `references`, then the payments of
+    the watched refund requests whose reference is one (their landing), and those requests:
+    read together (one snapshot, one trip)."""
     if not references:
         return [], []
     marks = ", ".join("?" for _ in references)
-    rows = await db.fetch_all(
-        f"{_REFUND_SELECT} WHERE r.reference_key IN ({marks}) AND {WATCHED_REFUNDS_SQL}",
-        [*references, stamp(open_since)],
+    by_payment, by_refund = await db.read_many(
+        [
+            (
+                f"SELECT {_PAYMENT_COLUMNS} FROM payments"  # noqa: S608
+                f" WHERE reference_key IN ({marks})",
+                list(references),
+            ),
+            (
+                f"{_REFUND_SELECT} WHERE r.reference_key IN ({marks}) AND {WATCHED_REFUNDS_SQL}",
+                [*references, stamp(open_since)],
+            ),
+        ]
     )
-    refunds = [RefundRow.from_db(row) for row in rows]
-    payments: list[PaymentRow] = []
+    payments = [PaymentRow.from_db(row) for row in _dicts(by_payment)]
+    refunds = [RefundRow.from_db(row) for row in _dicts(by_refund)]
+    have = {payment.public_id for payment in payments}
     for public_id in dict.fromkeys(r.payment_public_id for r in refunds):
-        payment = await get_payment(db, public_id)
-        if payment is not None:
-            payments.append(payment)
+        if public_id not in have:
+            payment = await get_payment(db, public_id)
+            if payment is not None:
+                payments.append(payment)
     return payments, refunds
 
 
@@ -451,26 +456,50 @@ async def hot_wallet_spent(db: Database, currency: Currency, since: datetime) ->
     return int(row["spent"]) if row else 0
 
 
+_RECEIPT_COLUMNS = "signature, slot, position, amount_lamports, payer, block_time, source"
+
+
 async def receipts_of(db: Database, payment_row_id: int) -> list[ReceiptRow]:
     rows = await db.fetch_all(
-        "SELECT signature, slot, position, amount_lamports, payer, block_time, source"
-        " FROM receipts WHERE payment_id = ? ORDER BY slot, position, signature",
+        f"SELECT {_RECEIPT_COLUMNS} FROM receipts WHERE payment_id = ?"  # noqa: S608
+        " ORDER BY slot, position, signature",
         [payment_row_id],
     )
     return [ReceiptRow.from_db(row) for row in rows]
 
 
-async def receipt_owners(db: Database, signatures: Sequence[str]) -> dict[str, str]:
-    """signature → the public id of the payment it is already a receipt of."""
-    if not signatures:
-        return {}
-    marks = ", ".join("?" for _ in signatures)
-    rows = await db.fetch_all(
-        "SELECT r.signature, p.public_id FROM receipts r"  # noqa: S608 - placeholders only
-        f" JOIN payments p ON p.id = r.payment_id WHERE r.signature IN ({marks})",
-        list(signatures),
+async def findings_context(
+    db: Database, public_id: str, signatures: Sequence[str]
+) -> tuple[PaymentRow | None, list[ReceiptRow], dict[str, str]]:
+    """What judging new findings needs, read together (one snapshot, one trip): the payment,
+    its receipts, and which of `signatures` are already a receipt of some payment (signature
+    → that payment's public id)."""
+    statements: list[Statement] = [
+        (f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE public_id = ?", [public_id]),  # noqa: S608
+        (
+            f"SELECT {_RECEIPT_COLUMNS} FROM receipts WHERE payment_id ="  # noqa: S608
+            " (SELECT id FROM payments WHERE public_id = ?) ORDER BY slot, position, signature",
+            [public_id],
+        ),
+    ]
+    if signatures:
+        marks = ", ".join("?" for _ in signatures)
+        statements.append(
+            (
+                "SELECT r.signature, p.public_id FROM receipts r"  # noqa: S608 - placeholders only
+                f" JOIN payments p ON p.id = r.payment_id WHERE r.signature IN ({marks})",
+                list(signatures),
+            )
+        )
+    results = await db.read_many(statements)
+    payment = _dicts(results[0])
+    if not payment:
+        return None, [], {}
+    receipts = [ReceiptRow.from_db(row) for row in _dicts(results[1])]
+    owners = (
+        {str(r["signature"]): str(r["public_id"]) for r in _dicts(results[2])} if signatures else {}
     )
-    return {str(row["signature"]): str(row["public_id"]) for row in rows}
+    return PaymentRow.from_db(payment[0]), receipts, owners
 
 
 async def observations_of(db: Database, payment_row_id: int) -> list[dict[str, Any]]:
@@ -628,7 +657,7 @@ def outbox_insert(outgoing: OutgoingEvent, correlation_id: str | None, guard: bo
         [
             outgoing.subject,
             outgoing.msg_id,
-            outgoing.event.to_bytes().decode(),
+            outgoing.payload.decode(),
             correlation_id,
             stamp(datetime.now(UTC)),
         ],

@@ -161,11 +161,13 @@ class Lifecycle:
 
     async def on_findings(self, findings: PaymentFindings, _msg: Msg) -> None:
         for _ in range(ATTEMPTS):
-            row = await ledger.get_payment(self.db, findings.payment_id)
+            row, existing, owners = await ledger.findings_context(
+                self.db, findings.payment_id, [r.signature for r in findings.receipts]
+            )
             if row is None:
                 raise PermanentError(f"findings for unknown payment {findings.payment_id}")
             try:
-                status = await self._apply(row, findings)
+                status = await self._apply(row, findings, existing, owners)
             except IntegrityError:
                 # A receipt was counted meanwhile, here (a racing delivery) or for another
                 # payment: read again; the next pass sees where it belongs.
@@ -184,14 +186,20 @@ class Lifecycle:
             delay = (datetime.now(UTC) - findings.candidate_at).total_seconds()
             WEBHOOK_DELAY_SECONDS.labels(provider="helius").observe(max(delay, 0.0))
 
-    async def _apply(self, row: PaymentRow, findings: PaymentFindings) -> PaymentStatus | None:
-        """Count what is new; the payment's status afterwards, None when another writer changed
-        it first."""
+    async def _apply(
+        self,
+        row: PaymentRow,
+        findings: PaymentFindings,
+        existing: list[ReceiptRow],
+        counted: dict[str, str],
+    ) -> PaymentStatus | None:
+        """Count what is new (`existing`: the payment's receipts; `counted`: the findings'
+        signatures already a receipt of some payment, read with it); the payment's status
+        afterwards, None when another writer changed it first."""
         now = datetime.now(UTC)
-        existing = await ledger.receipts_of(self.db, row.id)
         known = {receipt.signature for receipt in existing}
         offered = {r.signature: r for r in findings.receipts if r.signature not in known}
-        owners = await ledger.receipt_owners(self.db, list(offered))
+        owners = {sig: owner for sig, owner in counted.items() if sig in offered}
         if row.public_id in owners.values():
             # A racing delivery counted one of them for this payment since we read it: read
             # again (it is ours, not a signature counted elsewhere).

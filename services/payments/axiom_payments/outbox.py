@@ -11,25 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from axiom_payments import ledger
-from axiom_payments.events import KnownRevisions, OutgoingEvent, deliver
+from axiom_payments.events import KnownRevisions, OutgoingEvent, record_latest_status
 from axiom_shared.db import Database
 from axiom_shared.logging import bind_correlation_id, get_logger
-from axiom_shared.schemas import PaymentProvisioned, PaymentStatusChanged
-from axiom_shared.schemas.base import Message
+from axiom_shared.nats import publish_encoded
 from axiom_shared.topology import PAYMENT_STATUS_BUCKET
 
 log = get_logger(__name__)
 
-_TYPES: dict[str, type[Message]] = {
-    PaymentStatusChanged.SCHEMA: PaymentStatusChanged,
-    PaymentProvisioned.SCHEMA: PaymentProvisioned,
-}
+#: Rows read (and published) per round.
+BATCH = 1000
 
 
 class OutboxRelay:
@@ -61,7 +57,7 @@ class OutboxRelay:
         """Publish every queued row; returns how many were published."""
         published = 0
         while True:
-            rows = await ledger.queued_events(self._db, 200)
+            rows = await ledger.queued_events(self._db, BATCH)
             if not rows:
                 return published
             # Subjects are per payment: one payment's events go out in order, payments in
@@ -69,6 +65,8 @@ class OutboxRelay:
             by_subject: dict[str, list[dict[str, object]]] = {}
             for row in rows:
                 by_subject.setdefault(str(row["subject"]), []).append(row)
+            if self._status_kv is None:
+                self._status_kv = await self._js.key_value(PAYMENT_STATUS_BUCKET)
             done: list[int] = []
             results = await asyncio.gather(
                 *(self._publish_in_order(g, done) for g in by_subject.values()),
@@ -82,19 +80,27 @@ class OutboxRelay:
                 raise errors[0]
 
     async def _publish_in_order(self, group: list[dict[str, object]], done: list[int]) -> None:
-        for row in group:
-            await self._publish(row)
+        """One subject's rows, in order. For a payment's status changes the bucket is written
+        once, first, with the newest of them: whoever has seen one of these events and then
+        reads the bucket finds that version or a newer one (and an intermediate version that
+        is about to be replaced costs no write)."""
+        outgoing = [
+            OutgoingEvent.from_outbox(
+                str(row["subject"]), str(row["msg_id"]), str(row["payload"]).encode()
+            )
+            for row in group
+        ]
+        statuses = [(e.status_of, e.payload) for e in outgoing if e.status_of is not None]
+        if statuses and self._status_kv is not None:
+            (payment_id, version), payload = max(statuses, key=lambda status: status[0][1])
+            await record_latest_status(self._status_kv, payment_id, version, payload, self._known)
+        for row, event in zip(group, outgoing, strict=True):
+            cid = row["correlation_id"]
+            bind_correlation_id(cid if isinstance(cid, str) else None)
+            await publish_encoded(
+                self._js, event.subject, event.schema, event.payload, msg_id=event.msg_id
+            )
             done.append(int(str(row["id"])))
-
-    async def _publish(self, row: dict[str, object]) -> None:
-        raw = str(row["payload"]).encode()
-        event = _TYPES[json.loads(raw)["schema"]].from_bytes(raw)
-        cid = row["correlation_id"]
-        bind_correlation_id(cid if isinstance(cid, str) else None)
-        if self._status_kv is None:
-            self._status_kv = await self._js.key_value(PAYMENT_STATUS_BUCKET)
-        outgoing = OutgoingEvent(str(row["subject"]), str(row["msg_id"]), event, raw)
-        await deliver(self._js, outgoing, self._status_kv, self._known)
 
     async def _run(self) -> None:
         while not self._stopping.is_set():
