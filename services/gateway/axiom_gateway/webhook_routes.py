@@ -3,6 +3,7 @@ JetStream; what happens next (verification, applying) runs from there, at its ow
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -86,6 +87,7 @@ async def helius_webhook(req: web.Request) -> web.Response:
     js = req.app[bus_key].js
     now = datetime.now(UTC)
     receipt = WebhookReceipt(received=len(batch), stored=0, duplicates=0, rejected=[])
+    valid: list[tuple[str, HeliusItemReceived]] = []
     for index, item in enumerate(batch):
         # One bad item is refused on its own; the rest of the batch is still stored.
         try:
@@ -102,24 +104,37 @@ async def helius_webhook(req: web.Request) -> web.Response:
             receipt.rejected.append(RejectedItem(index=index, problem=problem))
             WEBHOOK_ITEMS.labels(provider="helius", outcome="rejected").inc()
             continue
-        try:
-            ack = await publish_event(
+        valid.append((signature, message))
+    # All of them sent at once, their acks awaited together (one round trip, not one each).
+    acks = await asyncio.gather(
+        *(
+            publish_event(
                 js,
                 HELIUS_ITEM_SUBJECT.format(signature=signature),
                 message,
                 msg_id=f"helius:{signature}",
             )
-        except (NatsError, TimeoutError, OSError) as exc:
-            # Not stored: answer 503 so Helius retries; what was stored is de-duplicated.
+            for signature, message in valid
+        ),
+        return_exceptions=True,
+    )
+    failed: BaseException | None = None
+    for ack in acks:
+        if isinstance(ack, BaseException):
+            if not isinstance(ack, NatsError | TimeoutError | OSError):
+                raise ack
+            failed = failed or ack
             WEBHOOK_ITEMS.labels(provider="helius", outcome="failed").inc()
-            log.warning("webhook item not stored", error=type(exc).__name__)
-            raise unavailable("could not store the webhook, retry") from exc
-        if ack.duplicate:
+        elif ack.duplicate:
             receipt.duplicates += 1
             WEBHOOK_ITEMS.labels(provider="helius", outcome="duplicate").inc()
         else:
             receipt.stored += 1
             WEBHOOK_ITEMS.labels(provider="helius", outcome="stored").inc()
+    if failed is not None:
+        # Not all stored: answer 503 so Helius retries; what was stored is de-duplicated.
+        log.warning("webhook items not stored", error=type(failed).__name__, stored=receipt.stored)
+        raise unavailable("could not store the webhook, retry") from failed
     log.info(
         "helius webhook",
         received=receipt.received,
