@@ -5,6 +5,12 @@ A crash after the DB commit and before the publish loses nothing (the row is sti
 the relay publishes it on restart); a crash after the publish and before the delete publishes
 again with the same `Nats-Msg-Id`, which JetStream drops. Rows are published in id order, so
 a payment's changes go out in the order they happened.
+
+Every payments replica (and `axiom-ops`) runs a relay over the same table, so two relays often
+publish the same row (JetStream keeps one). A relay deletes what it published by `msg_id`,
+never by row id: row ids are reused (`ledger.delete_events`), and deleting by id, a relay
+late with a row another relay had already sent and deleted could delete the newer,
+unpublished event that took the same id.
 """
 
 from __future__ import annotations
@@ -65,11 +71,12 @@ class OutboxRelay:
             if not rows:
                 return published
             # Subjects are per payment: one payment's events go out in order, payments in
-            # parallel. A row is deleted only after JetStream acknowledged it.
+            # parallel. A row is deleted only after JetStream acknowledged it, by its msg id:
+            # every replica relays, and a row id can be reused (`ledger.delete_events`).
             by_subject: dict[str, list[dict[str, object]]] = {}
             for row in rows:
                 by_subject.setdefault(str(row["subject"]), []).append(row)
-            done: list[int] = []
+            done: list[str] = []
             results = await asyncio.gather(
                 *(self._publish_in_order(g, done) for g in by_subject.values()),
                 return_exceptions=True,
@@ -81,10 +88,10 @@ class OutboxRelay:
             if errors:
                 raise errors[0]
 
-    async def _publish_in_order(self, group: list[dict[str, object]], done: list[int]) -> None:
+    async def _publish_in_order(self, group: list[dict[str, object]], done: list[str]) -> None:
         for row in group:
             await self._publish(row)
-            done.append(int(str(row["id"])))
+            done.append(str(row["msg_id"]))
 
     async def _publish(self, row: dict[str, object]) -> None:
         raw = str(row["payload"]).encode()
