@@ -979,6 +979,11 @@ async def queued_events(db: Database, limit: int) -> list[dict[str, Any]]:
     )
 
 
-async def delete_events(db: Database, ids: Sequence[int]) -> None:
-    marks = ", ".join("?" for _ in ids)
-    await db.execute(f"DELETE FROM outbox WHERE id IN ({marks})", list(ids))  # noqa: S608
+async def delete_events(db: Database, msg_ids: Sequence[str]) -> None:
+    """Remove relayed rows, named by their `msg_id` (one event, never written twice), not by
+    `id`: `id` is a rowid, which SQLite hands out again once the largest row is gone (an
+    emptied outbox starts over at 1). Deleting by `id`, a relay that published a row another
+    relay had already published and deleted would delete the newer, unpublished event that
+    took its id: a status change committed and never announced."""
+    marks = ", ".join("?" for _ in msg_ids)
+    await db.execute(f"DELETE FROM outbox WHERE msg_id IN ({marks})", list(msg_ids))  # noqa: S608

@@ -5,6 +5,12 @@ A crash after the DB commit and before the publish loses nothing (the row is sti
 the relay publishes it on restart); a crash after the publish and before the delete publishes
 again with the same `Nats-Msg-Id`, which JetStream drops. Rows are published in id order, so
 a payment's changes go out in the order they happened.
+
+Every payments replica (and `axiom-ops`) runs a relay over the same table, so two relays often
+publish the same row (JetStream keeps one). A relay deletes what it published by `msg_id`,
+never by row id: row ids are reused (`ledger.delete_events`), and deleting by id, a relay
+late with a row another relay had already sent and deleted could delete the newer,
+unpublished event that took the same id.
 """
 
 from __future__ import annotations
@@ -61,13 +67,14 @@ class OutboxRelay:
             if not rows:
                 return published
             # Subjects are per payment: one payment's events go out in order, payments in
-            # parallel. A row is deleted only after JetStream acknowledged it.
+            # parallel. A row is deleted only after JetStream acknowledged it, by its msg id:
+            # every replica relays, and a row id can be reused (`ledger.delete_events`).
             by_subject: dict[str, list[dict[str, object]]] = {}
             for row in rows:
                 by_subject.setdefault(str(row["subject"]), []).append(row)
             if self._status_kv is None:
                 self._status_kv = await self._js.key_value(PAYMENT_STATUS_BUCKET)
-            done: list[int] = []
+            done: list[str] = []
             results = await asyncio.gather(
                 *(self._publish_in_order(g, done) for g in by_subject.values()),
                 return_exceptions=True,
@@ -79,7 +86,7 @@ class OutboxRelay:
             if errors:
                 raise errors[0]
 
-    async def _publish_in_order(self, group: list[dict[str, object]], done: list[int]) -> None:
+    async def _publish_in_order(self, group: list[dict[str, object]], done: list[str]) -> None:
         """One subject's rows, in order. For a payment's status changes the bucket is written
         once, first, with the newest of them: whoever has seen one of these events and then
         reads the bucket finds that version or a newer one (and an intermediate version that
@@ -100,7 +107,7 @@ class OutboxRelay:
             await publish_encoded(
                 self._js, event.subject, event.schema, event.payload, msg_id=event.msg_id
             )
-            done.append(int(str(row["id"])))
+            done.append(event.msg_id)
 
     async def _run(self) -> None:
         while not self._stopping.is_set():
