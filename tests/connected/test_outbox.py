@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
@@ -20,31 +19,11 @@ from axiom_payments.events import status_event
 from axiom_payments.outbox import OutboxRelay
 from axiom_shared.db import open_database
 from axiom_shared.migrations import migrate
-from axiom_shared.schemas import ChangeSource, PaymentStatus, PaymentStatusChanged, PaymentView
+from axiom_shared.schemas import PaymentStatus, PaymentStatusChanged
 from axiom_shared.topology import PAYMENT_EVENTS, PAYMENT_STATUS_BUCKET
+from tests.connected.test_events import status_event as change
 
 pytestmark = pytest.mark.connected
-
-PUBKEY = "4Nd1mBQtrMJVYVfKf2PJy9NZUZdTAsp7D4xWLs4gDB4T"
-SIG = "5VERv8NMvzbJMEkV8xnrLkEaWRtSz9CosKDYjCJjBRnbJLgp8uirBgmQpjKhoR4tjF3ZpRzrFmBV6UjKdiSZkQUW"
-
-
-def change(payment_id: str, status: PaymentStatus, version: int) -> PaymentStatusChanged:
-    now = datetime.now(UTC)
-    view = PaymentView(
-        payment_id=payment_id,
-        status=status,
-        order_id="pro-monthly",
-        amount_lamports=10_000_000,
-        recipient=PUBKEY,
-        reference=PUBKEY,
-        tx_signature=None if status == PaymentStatus.PENDING else SIG,
-        expires_at=now + timedelta(minutes=15),
-        created_at=now,
-        updated_at=now,
-        version=version,
-    )
-    return PaymentStatusChanged(payment=view, previous_status=None, source=ChangeSource.WEBHOOK)
 
 
 class HeldJetStream:
