@@ -5,16 +5,14 @@ and one error type (`DatabaseError`, `IntegrityError` for constraints, the SQLit
 `.code`), whatever the driver:
 
 - `file:` (what `make run` and the tests use, and a single-host deployment): the libSQL/SQLite
-  file through the standard library's `sqlite3`. One **writer process** (`db_writer`, started
-  by `open_database` and gone with it) owns one long-lived connection and **group-commits**:
-  the batches that arrive while a commit is running are committed together in one transaction
-  and one fsync, each inside its own savepoint, so each keeps its own all-or-nothing result; a
-  caller is answered only after the COMMIT that made its batch durable returned. A process, not
-  a thread: a writer thread loses the GIL to the event loop at every statement (see
-  `db_writer`). Reads (`SELECT`) go to a small pool of reader threads with their own
-  long-lived connections (WAL: readers never wait for the writer). A real busy timeout covers
-  other processes (the operator CLI, a backup, a second replica); there is no retry loop of
-  our own.
+  file through the standard library's `sqlite3`, which releases the GIL while SQLite works.
+  One **writer thread** owns one long-lived connection and **group-commits**: the batches that
+  queue up while a commit is running are committed together in one transaction and one fsync,
+  each inside its own savepoint, so each keeps its own all-or-nothing result; a caller is
+  answered only after the COMMIT that made its batch durable returned. Reads (`SELECT`) go to
+  a small pool of reader threads with their own long-lived connections (WAL: readers never
+  wait for the writer). A real busy timeout covers other processes (the operator CLI, a
+  backup); there is no retry loop of our own.
 - `file:` with `TURSO_SYNC_URL`: an embedded replica of a Turso database through `libsql`
   (Turso's driver): reads are local, writes go to the primary. libsql holds the GIL while it
   works, so it runs on its own thread one call at a time (see docs/design-notes.md).
@@ -26,10 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
-import pickle
+import queue
 import sqlite3
-import sys
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -38,7 +34,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
-from axiom_shared.db_writer import HEADER, frame
 from axiom_shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -167,10 +162,26 @@ def _run(conn: sqlite3.Connection, stmt: Statement) -> ResultSet:
     return ResultSet(columns, rows, max(cursor.rowcount, 0), cursor.lastrowid)
 
 
-class FileDatabase(Database):
-    """A libSQL/SQLite file: writes through its writer process (`db_writer`, group commit),
-    reads on a small pool of reader threads with their own long-lived connections."""
+@dataclass
+class _Job:
+    statements: Sequence[Statement]
+    #: Settled on its own loop's thread once the batch is committed (or refused).
+    future: asyncio.Future[list[ResultSet]]
 
+
+Outcome = list[ResultSet] | DatabaseError
+
+
+def _settle(future: asyncio.Future[list[ResultSet]], outcome: Outcome) -> None:
+    if future.done():
+        return  # the caller was cancelled; the write happened (or not) all the same
+    if isinstance(outcome, DatabaseError):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
+
+
+class FileDatabase(Database):
     def __init__(
         self,
         path: Path,
@@ -184,13 +195,12 @@ class FileDatabase(Database):
         self.path = path
         self._busy_timeout = busy_timeout
         self._max_group = max_group
-        self._writer: asyncio.subprocess.Process | None = None
-        self._receiver: asyncio.Task[None] | None = None
-        self._pending: dict[int, asyncio.Future[list[ResultSet]]] = {}
-        self._jobs = itertools.count(1)
-        #: Set when the writer process went away while the database was open.
-        self._lost: DatabaseError | None = None
-        self._restart = asyncio.Lock()
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._writer = threading.Thread(
+            target=self._write_loop, name=f"db-writer:{path.name}", daemon=True
+        )
+        self._opened = threading.Event()
+        self._open_error: BaseException | None = None
         self._reader_pool = ThreadPoolExecutor(
             max_workers=readers, thread_name_prefix=f"db-reader:{path.name}"
         )
@@ -203,6 +213,7 @@ class FileDatabase(Database):
         self.groups_committed = 0
 
     def _connect(self) -> sqlite3.Connection:
+        # Autocommit mode: transactions are ours (BEGIN IMMEDIATE ... COMMIT).
         return sqlite3.connect(
             self.path,
             timeout=self._busy_timeout,
@@ -212,91 +223,15 @@ class FileDatabase(Database):
         )
 
     async def start(self) -> None:
-        try:
-            await self._start_writer()
-        except BaseException:
+        self._writer.start()
+        await asyncio.to_thread(self._opened.wait)
+        if self._open_error is not None:
+            error = self._open_error
+            await asyncio.to_thread(self._writer.join)
             self._reader_pool.shutdown(wait=False)
-            raise
-
-    async def _start_writer(self) -> None:
-        writer = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "axiom_shared.db_writer",
-            str(self.path),
-            str(self._busy_timeout),
-            str(self._max_group),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-        )
-        opened = await self._next_frame(writer)
-        if not isinstance(opened, tuple) or opened[0] != "ready":
-            await writer.wait()
-            problem = opened[1] if isinstance(opened, tuple) else "the writer process exited"
-            raise DatabaseError(f"cannot open database: {problem}", None)
-        self._writer = writer
-        self._lost = None
-        self._receiver = asyncio.create_task(self._receive(writer), name=f"db-writer:{self.path}")
-
-    @staticmethod
-    async def _next_frame(writer: asyncio.subprocess.Process) -> Any:
-        """The writer's next message; None once it has exited."""
-        stdout = writer.stdout
-        if stdout is None:
-            return None
-        try:
-            (size,) = HEADER.unpack(await stdout.readexactly(HEADER.size))
-            return pickle.loads(await stdout.readexactly(size))  # noqa: S301 - our own writer
-        except asyncio.IncompleteReadError:
-            return None
-
-    async def _receive(self, writer: asyncio.subprocess.Process) -> None:
-        """Answer each batch once the writer reports the group that committed it."""
-        try:
-            while (message := await self._next_frame(writer)) is not None:
-                answers, self.batches_committed, self.groups_committed = message
-                for job, outcome in answers:
-                    future = self._pending.pop(job, None)
-                    if future is None or future.done():
-                        continue  # the caller was cancelled; the write happened (or not)
-                    if outcome[0] == "ok":
-                        future.set_result([ResultSet(*result) for result in outcome[1]])
-                    else:
-                        future.set_exception(_error(outcome[1], outcome[2]))
-            await writer.wait()  # it closed its stdout: it is exiting
-        except asyncio.CancelledError:
-            # The loop is going away without close(): the writer finishes what it was sent and
-            # exits once its stdin is closed; nobody waits for it here.
-            if writer.stdin is not None:
-                writer.stdin.close()
-            raise
-        finally:
-            lost = DatabaseError(
-                "the database writer stopped before answering: the batch may not be committed",
-                None,
-            )
-            if not self._closed:
-                log.error("database writer stopped", path=str(self.path), code=writer.returncode)
-                self._lost = lost
-            pending, self._pending = self._pending, {}
-            for future in pending.values():
-                if not future.done():
-                    future.set_exception(lost)
-
-    async def _revive(self) -> None:
-        """A new writer process after the last one went away (raises while the file cannot be
-        opened); the batches the old one had not answered were failed, never silently lost."""
-        async with self._restart:
-            if self._lost is not None and not self._closed:
-                await self._start_writer()
-
-    async def ping(self) -> bool:
-        if self._lost is not None:
-            try:
-                await self._revive()
-            except DatabaseError:
-                return False
-        return await super().ping()
+            if isinstance(error, sqlite3.Error):
+                raise DatabaseError(f"cannot open database: {error}", None) from error
+            raise error
 
     # -- writes
 
@@ -309,24 +244,89 @@ class FileDatabase(Database):
     async def batch(self, statements: Sequence[Statement]) -> list[ResultSet]:
         if self._closed:
             raise DatabaseError("the database is closed", None)
-        if self._lost is not None:
-            await self._revive()
-        writer = self._writer
-        if writer is None or writer.stdin is None:
-            raise DatabaseError("the database is not open", None)
-        job = next(self._jobs)
-        try:
-            message = frame((job, [_split(stmt) for stmt in statements]))
-        except Exception as exc:  # an argument that cannot be sent: this batch's mistake alone
-            raise DatabaseError(f"cannot run the statement: {exc}", None) from None
         future: asyncio.Future[list[ResultSet]] = asyncio.get_running_loop().create_future()
-        self._pending[job] = future
-        writer.stdin.write(message)
-        # Back-pressure while the writer is busy committing; if it is gone, `_receive` fails
-        # this batch.
-        with contextlib.suppress(ConnectionError, OSError):
-            await writer.stdin.drain()
+        self._jobs.put(_Job(list(statements), future))
         return await future
+
+    def _write_loop(self) -> None:
+        try:
+            conn = self._connect()
+            conn.execute("PRAGMA journal_mode=WAL")
+            # FULL: a COMMIT has reached the disk when it returns (WAL's default is NORMAL-safe
+            # against corruption but may lose the last commits on power loss).
+            conn.execute("PRAGMA synchronous=FULL")
+        except BaseException as exc:
+            self._open_error = exc
+            self._opened.set()
+            return
+        self._opened.set()
+        try:
+            stopping = False
+            while not stopping:
+                job = self._jobs.get()
+                if job is None:
+                    break
+                group = [job]
+                while len(group) < self._max_group:
+                    try:
+                        more = self._jobs.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more is None:
+                        stopping = True
+                        break
+                    group.append(more)
+                self._commit(conn, group)
+        finally:
+            conn.close()
+
+    def _commit(self, conn: sqlite3.Connection, group: list[_Job]) -> None:
+        """Commit `group` in one transaction; each job in its own savepoint."""
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            self._answer(group, [_classify_sqlite(exc)] * len(group))
+            return
+        outcomes: list[Outcome] = []
+        for index, job in enumerate(group):
+            conn.execute("SAVEPOINT batch")
+            try:
+                results = [_run(conn, stmt) for stmt in job.statements]
+            except sqlite3.Error as exc:
+                error = _classify_sqlite(exc)
+                if not conn.in_transaction:
+                    # SQLite rolled the whole transaction back (disk full, I/O error): the jobs
+                    # before this one are undone too, and none was answered yet: run them again.
+                    self._answer([job], [error])
+                    rest = group[:index] + group[index + 1 :]
+                    if rest:
+                        self._commit(conn, rest)
+                    return
+                conn.execute("ROLLBACK TO batch")
+                conn.execute("RELEASE batch")
+                outcomes.append(error)
+            except Exception as exc:  # a bad argument type: this job's mistake alone
+                conn.execute("ROLLBACK TO batch")
+                conn.execute("RELEASE batch")
+                outcomes.append(DatabaseError(f"cannot run the statement: {exc}", None))
+            else:
+                conn.execute("RELEASE batch")
+                outcomes.append(results)
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            self._answer(group, [_classify_sqlite(exc)] * len(group))
+            return
+        self.groups_committed += 1
+        self.batches_committed += sum(1 for o in outcomes if not isinstance(o, DatabaseError))
+        self._answer(group, outcomes)
+
+    @staticmethod
+    def _answer(group: list[_Job], outcomes: list[Outcome]) -> None:
+        for job, outcome in zip(group, outcomes, strict=True):
+            job.future.get_loop().call_soon_threadsafe(_settle, job.future, outcome)
 
     # -- reads
 
@@ -374,12 +374,8 @@ class FileDatabase(Database):
         if self._closed:
             return
         self._closed = True
-        writer, receiver = self._writer, self._receiver
-        if writer is not None and writer.stdin is not None:
-            # The writer commits and answers every batch already sent, then exits.
-            writer.stdin.close()
-            if receiver is not None:
-                await receiver
+        self._jobs.put(None)  # after every batch already queued
+        await asyncio.to_thread(self._writer.join)
         await asyncio.to_thread(self._reader_pool.shutdown, True)
         with self._conns_lock:
             for conn in self._reader_conns:

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import sqlite3
-import sys
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -120,19 +118,6 @@ async def test_concurrent_batches_each_keep_their_own_outcome(db: Database) -> N
         assert db.groups_committed < db.batches_committed
 
 
-async def test_an_argument_the_driver_cannot_take_fails_its_batch_alone(db: Database) -> None:
-    for bad in (object(), {"a": 1}):
-        with pytest.raises(DatabaseError):
-            await db.batch(
-                [
-                    ("INSERT INTO items (name, qty) VALUES ('before', 1)", None),
-                    ("INSERT INTO items (name, qty) VALUES (?, 1)", [bad]),
-                ]
-            )
-    await db.execute("INSERT INTO items (name, qty) VALUES ('after', 1)")
-    assert await db.fetch_all("SELECT name FROM items") == [{"name": "after"}]
-
-
 async def test_a_write_is_visible_to_the_next_read(db: Database) -> None:
     for n in range(50):
         await db.execute("INSERT INTO items (name, qty) VALUES (?, ?)", [f"r{n}", n])
@@ -195,7 +180,7 @@ async def test_another_process_holding_the_lock_delays_a_write_without_failing_i
 
 
 async def test_the_event_loop_keeps_running_while_a_commit_works(tmp_path: Path) -> None:
-    """A long write runs in the writer process: the loop keeps serving other coroutines."""
+    """A long write runs on the writer thread: the loop keeps serving other coroutines."""
     db = await open_database(f"file:{tmp_path / 'loop.db'}")
     try:
         await db.execute("CREATE TABLE big (n INTEGER)")
@@ -242,107 +227,6 @@ async def test_close_finishes_what_was_queued_then_refuses(tmp_path: Path) -> No
         assert await reopened.fetch_one("SELECT count(*) AS n FROM items") == {"n": 100}
     finally:
         await reopened.close()
-
-
-#: A service that opens `argv[1]`, is answered one write, then keeps sending batches of two
-#: rows until it is killed.
-KILLED_SERVICE = """
-import asyncio, sys
-from axiom_shared.db import open_database
-from tests.connected.test_db import SCHEMA
-
-async def main():
-    db = await open_database("file:" + sys.argv[1])
-    await db.batch(SCHEMA)
-    await db.execute("INSERT INTO items (name, qty) VALUES ('answered', 1)")
-    print("answered", flush=True)
-    for n in range(100_000):
-        asyncio.ensure_future(db.batch([
-            ("INSERT INTO items (name, qty) VALUES (?, 1)", ["i" + str(n)]),
-            ("INSERT INTO audit (item, note) VALUES (?, 'with it')", ["i" + str(n)]),
-        ]))
-        if n % 100 == 0:
-            await asyncio.sleep(0)
-    await asyncio.sleep(60)
-
-asyncio.run(main())
-"""
-
-
-def writer_pids(path: Path) -> list[int]:
-    """The writer processes (`axiom_shared.db_writer`) of the database file at `path`."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            argv = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"axiom_shared.db_writer" in argv and str(path).encode() in argv:
-            found.append(int(proc.name))
-    return found
-
-
-async def test_a_writer_that_dies_fails_its_unanswered_batches_and_the_next_write_restarts_it(
-    tmp_path: Path,
-) -> None:
-    path = tmp_path / "writer.db"
-    db = await open_database(f"file:{path}")
-    try:
-        await db.batch(SCHEMA)
-        (pid,) = writer_pids(path)
-        # A write that takes a while, and the writer killed under it: the caller gets an
-        # error (never a hang, never a false "committed").
-        slow = asyncio.ensure_future(
-            db.execute(
-                "INSERT INTO items (name, qty) SELECT 'slow' || i, i FROM (WITH RECURSIVE"
-                " r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r WHERE i < 3000000)"
-                " SELECT i FROM r)"
-            )
-        )
-        await asyncio.sleep(0.3)
-        os.kill(pid, signal.SIGKILL)
-        with pytest.raises(DatabaseError, match="writer stopped"):
-            await asyncio.wait_for(slow, 10)
-        # Half of nothing: the killed transaction left no row behind.
-        assert await db.fetch_one("SELECT count(*) AS n FROM items") == {"n": 0}
-        assert await db.ping()  # a new writer
-        await db.execute("INSERT INTO items (name, qty) VALUES ('after', 1)")
-        assert await db.fetch_all("SELECT name FROM items") == [{"name": "after"}]
-        assert len(writer_pids(path)) == 1
-    finally:
-        await db.close()
-    assert writer_pids(path) == []
-
-
-async def test_the_writer_commits_what_it_was_sent_and_exits_when_its_service_is_killed(
-    tmp_path: Path,
-) -> None:
-    """SIGKILL of the service: every batch it sent whole is committed whole, and its writer
-    does not outlive it (it would keep the file's write lock from the next service)."""
-    path = tmp_path / "killed.db"
-    service = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", KILLED_SERVICE, str(path), stdout=asyncio.subprocess.PIPE
-    )
-    assert service.stdout is not None
-    assert await asyncio.wait_for(service.stdout.readline(), 20) == b"answered\n"
-    await asyncio.sleep(0.5)
-    assert writer_pids(path)
-    service.kill()
-    await service.wait()
-    for _ in range(100):
-        if not writer_pids(path):
-            break
-        await asyncio.sleep(0.1)
-    assert writer_pids(path) == []
-    check = sqlite3.connect(path)
-    items = {name for (name,) in check.execute("SELECT name FROM items")}
-    audited = {item for (item,) in check.execute("SELECT item FROM audit")}
-    check.close()
-    assert "answered" in items
-    assert len(items) > 1  # batches sent before the kill were committed
-    assert items - {"answered"} == audited  # every batch whole: both rows or neither
 
 
 async def test_a_file_that_cannot_be_opened_is_a_clear_error(tmp_path: Path) -> None:
