@@ -118,6 +118,19 @@ async def test_concurrent_batches_each_keep_their_own_outcome(db: Database) -> N
         assert db.groups_committed < db.batches_committed
 
 
+async def test_an_argument_the_driver_cannot_take_fails_its_batch_alone(db: Database) -> None:
+    for bad in (object(), {"a": 1}):
+        with pytest.raises(DatabaseError):
+            await db.batch(
+                [
+                    ("INSERT INTO items (name, qty) VALUES ('before', 1)", None),
+                    ("INSERT INTO items (name, qty) VALUES (?, 1)", [bad]),
+                ]
+            )
+    await db.execute("INSERT INTO items (name, qty) VALUES ('after', 1)")
+    assert await db.fetch_all("SELECT name FROM items") == [{"name": "after"}]
+
+
 async def test_a_write_is_visible_to_the_next_read(db: Database) -> None:
     for n in range(50):
         await db.execute("INSERT INTO items (name, qty) VALUES (?, ?)", [f"r{n}", n])
