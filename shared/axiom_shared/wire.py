@@ -87,6 +87,8 @@ DELIVERIES_HEADER: Final = "Axiom-Deliveries"
 def stamp(moment: datetime) -> str:
     """The one text form of every stored time: UTC, fixed width, microseconds, so that SQL
     compares them in time order (`2026-12-01T10:00:00.000000+00:00`). A naive time is UTC."""
+    if moment.tzinfo is UTC:
+        return moment.isoformat(timespec="microseconds")
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC).isoformat(timespec="microseconds")

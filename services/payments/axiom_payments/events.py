@@ -131,36 +131,39 @@ async def record_latest_status(
     can never both win. The read before the write is skipped when it is known what is there:
     a payment's first version goes straight to `create`, a later one to `update` at the
     revision this process wrote last; if that guess is wrong the write is refused and the
-    loop below reads and decides."""
+    loop below reads and decides. The keys are payment ids this service minted (`pay_` and
+    URL-safe base64), so nats-py's per-call key check (a regular expression) is skipped."""
     known = known if known is not None else KnownRevisions(0)
     hint = known.get(payment_id)
     try:
         if hint is None and version == 1:
-            known.wrote(payment_id, 1, await kv.create(payment_id, data))
+            known.wrote(payment_id, 1, await kv.create(payment_id, data, validate_keys=False))
             return
         if hint is not None and hint[0] >= version:
             return  # this process wrote a newer or the same version; versions never go back
         if hint is not None:
-            revision = await kv.update(payment_id, data, last=hint[1])
+            revision = await kv.update(payment_id, data, last=hint[1], validate_keys=False)
             known.wrote(payment_id, version, revision)
             return
     except KeyWrongLastSequenceError:
         known.forget(payment_id)
     for _ in range(5):
         try:
-            current = await kv.get(payment_id)
+            current = await kv.get(payment_id, validate_keys=False)
         except KeyNotFoundError:
             current = None
         try:
             if current is None or not current.value:
-                revision = await kv.create(payment_id, data)
+                revision = await kv.create(payment_id, data, validate_keys=False)
             else:
                 stored = PaymentStatusChanged.from_bytes(current.value).payment.version
                 if stored >= version:
                     if current.revision is not None:
                         known.wrote(payment_id, stored, current.revision)
                     return
-                revision = await kv.update(payment_id, data, last=current.revision)
+                revision = await kv.update(
+                    payment_id, data, last=current.revision, validate_keys=False
+                )
             known.wrote(payment_id, version, revision)
             return
         except KeyWrongLastSequenceError:
