@@ -10,12 +10,8 @@ many distinct clients (X-Forwarded-For) as it needs.
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 from solders.keypair import Keypair
@@ -29,7 +25,6 @@ from tests.fixtures.stack import (
     PRICE,
     REQUESTS_PER_ACCOUNT,
     SOL,
-    Stack,
     StackFactory,
     service_env,
 )
@@ -169,22 +164,6 @@ async def test_failed_transactions_cannot_hide_the_real_payment(
 # --- 5. money recorded nowhere --------------------------------------------------------------
 
 
-def ops(stack: Stack, *args: str) -> Any:
-    """`axiom-ops`, as the operator runs it, with the payments service's environment."""
-    import subprocess
-
-    done = subprocess.run(
-        [sys.executable, "-m", "axiom_payments.ops", *args],
-        env={**os.environ, **stack.env},
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
-
-
 async def test_money_received_after_the_end_is_owed_back_and_listed(
     attack_stack: StackFactory,
 ) -> None:
@@ -197,7 +176,8 @@ async def test_money_received_after_the_end_is_owed_back_and_listed(
     await stack.wait(provisioned["payment_id"], lambda v: v["status"] == "provisioned")
     again = await stack.send(buyer, PRICE, provisioned["reference"])
 
-    changed = await asyncio.to_thread(ops, stack, "payments", "cancel", cancelled["payment_id"])
+    code, changed, err = await stack.ops("payments", "cancel", cancelled["payment_id"])
+    assert code == 0, err
     assert changed["status"] == "failed"
     await stack.wait(expired["payment_id"], lambda v: v["status"] == "expired")
     await asyncio.sleep(2.5)  # past expiry + lookback: a payment now can no longer complete it
@@ -214,7 +194,8 @@ async def test_money_received_after_the_end_is_owed_back_and_listed(
     assert views[cancelled["payment_id"]]["status"] == "failed"
     assert await stack.count("SELECT count(*) FROM entitlements") == 1
 
-    owed = await asyncio.to_thread(ops, stack, "refunds")
+    code, owed, err = await stack.ops("refunds")
+    assert code == 0, err
     listed = {p["payment_id"]: p for p in owed["payments"]}
     for payment, signature in (
         (provisioned, again),

@@ -45,6 +45,7 @@ from sandbox.infra import NatsServer, RedisServer, free_port
 from sandbox.solana.tokens import SANDBOX_USDC_MINT
 from sandbox.solana.wallet import sign_own_slot
 from tests.fixtures.solana import SolanaSandbox, airdrop, send_token_transfer, send_transfer
+from tests.fixtures.stack import restart_suite_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -69,23 +70,13 @@ async def test_300_payments_survive_every_fault(
 ) -> None:
     redis = RedisServer()
     redis.start()
-    db_url = f"file:{tmp_path / 'payments.db'}"
     # The merchant's wallet is the test's: it signs the refunds, as the merchant's own would.
     merchant = Keypair()
     merchant_wallet = str(merchant.pubkey())
     env = {
         "MERCHANT_WALLET": merchant_wallet,
         "USDC_MINT": str(SANDBOX_USDC_MINT),
-        **own_nats.client_env(),
-        "REDIS_URL": redis.url,
-        "TURSO_DB_URL": db_url,
-        "BOOKINGS_DB_URL": f"file:{tmp_path / 'bookings.db'}",
-        "SOLANA_RPC_URL": solana_sandbox.rpc_url,
-        "SOLANA_RPC_TIMEOUT": "2",
-        "HELIUS_WEBHOOK_SECRET": SECRET,
-        "RECONCILE_INTERVAL_SECONDS": "1",
-        "RETRY_DELAY_SCALE": "0.1",
-        "LOG_LEVEL": "WARNING",
+        **restart_suite_env(own_nats, redis, solana_sandbox, tmp_path, SECRET),
     }
     ports = {name: free_port() for name in SERVICES}
     env["NOTIFIER_URL"] = f"http://127.0.0.1:{ports['notifier']}"
@@ -251,7 +242,7 @@ async def test_300_payments_survive_every_fault(
                 print(f"\njunk transactions: {dict(junk)}, {share:.0%} of all transactions")
                 assert share >= 0.10
 
-            db = await open_database(db_url)
+            db = await open_database(env["TURSO_DB_URL"])
             try:
                 deadline = time.monotonic() + 180
                 while time.monotonic() < deadline:

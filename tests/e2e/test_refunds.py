@@ -13,9 +13,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
-import subprocess
-import sys
 from typing import Any
 
 import pytest
@@ -45,27 +42,10 @@ USDC_EXTRA = 2_500_000  # 2.5 USDC beyond the price
 USDC = {"USDC_MINT": str(SANDBOX_USDC_MINT)}
 
 
-def ops(stack: Stack, *args: str) -> tuple[int, Any, str]:
-    """`axiom-ops` as the operator runs it: (exit code, JSON out or None, stderr)."""
-    done = subprocess.run(
-        [sys.executable, "-m", "axiom_payments.ops", *args],
-        env={**os.environ, **stack.env},
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    return done.returncode, json.loads(done.stdout) if done.stdout else None, done.stderr
-
-
 def error_code(stderr: str) -> str:
     """The code of the JSON error `axiom-ops` wrote first on stderr (log lines follow)."""
     code: str = json.loads(stderr.splitlines()[0])["error"]["code"]
     return code
-
-
-async def run_ops(stack: Stack, *args: str) -> tuple[int, Any, str]:
-    return await asyncio.to_thread(ops, stack, *args)
 
 
 async def overpaid(stack: Stack, order: str = ORDER) -> tuple[dict[str, Any], Keypair]:
@@ -117,14 +97,12 @@ async def test_an_overpaid_sol_payment_is_refunded_once(attack_stack: StackFacto
     assert view["refund_due_lamports"] == str(EXTRA)
 
     # More than is due: refused, nothing created.
-    code, _, err = await run_ops(
-        stack, "refunds", "request", payment_id, "--amount", str(EXTRA + 1)
-    )
+    code, _, err = await stack.ops("refunds", "request", payment_id, "--amount", str(EXTRA + 1))
     assert code == 1
     assert error_code(err) == "refund_exceeds_due"
     assert await stack.count("SELECT count(*) FROM refunds") == 0
 
-    code, asked, err = await run_ops(stack, "refunds", "request", payment_id)
+    code, asked, err = await stack.ops("refunds", "request", payment_id)
     assert code == 0, err
     refund = asked["refund"]
     assert refund["status"] == "requested"
@@ -136,7 +114,7 @@ async def test_an_overpaid_sol_payment_is_refunded_once(attack_stack: StackFacto
     view = await stack.status(payment_id)
     assert view["refund_status"] == "refund_requested"
     # A second request while one is open: refused.
-    code, _, err = await run_ops(stack, "refunds", "request", payment_id)
+    code, _, err = await stack.ops("refunds", "request", payment_id)
     assert code == 1
     assert error_code(err) == "refund_already_requested"
 
@@ -177,7 +155,7 @@ async def test_an_overpaid_sol_payment_is_refunded_once(attack_stack: StackFacto
     assert code == 202
     await asyncio.sleep(2.0)
     assert await landings(stack, payment_id) == 1
-    code, shown, err = await run_ops(stack, "refunds", "show", refund["refund_id"])
+    code, shown, err = await stack.ops("refunds", "show", refund["refund_id"])
     assert code == 0, err
     assert shown["refund"]["status"] == "refunded"
     assert shown["refund"]["signature"] == str(signature)
@@ -189,10 +167,10 @@ async def test_an_overpaid_sol_payment_is_refunded_once(attack_stack: StackFacto
     reasons = [e["reason"] or "" for e in shown["audit_trail"]]
     assert any("requested" in r for r in reasons)
     assert sum("landed" in r for r in reasons) == 1
-    code, listed, _ = await run_ops(stack, "refunds", "list", "--status", "refunded")
+    code, listed, _ = await stack.ops("refunds", "list", "--status", "refunded")
     assert [r["refund_id"] for r in listed] == [refund["refund_id"]]
     # Nothing is due any more: asking again is refused.
-    code, _, err = await run_ops(stack, "refunds", "request", payment_id)
+    code, _, err = await stack.ops("refunds", "request", payment_id)
     assert (code, error_code(err)) == (1, "nothing_due")
 
 
@@ -205,7 +183,7 @@ async def test_an_overpaid_usdc_payment_is_refunded_through_its_url(
     payment_id = view["payment_id"]
     assert (view["refund_due"], view["refund_due_lamports"]) == (str(USDC_EXTRA), "0")
     # Part of it first: 1 USDC of the 2.5 due.
-    code, asked, err = await run_ops(stack, "refunds", "request", payment_id, "--amount", "1000000")
+    code, asked, err = await stack.ops("refunds", "request", payment_id, "--amount", "1000000")
     assert code == 0, err
     url = asked["refund"]["transfer_url"]
     assert f"spl-token={SANDBOX_USDC_MINT}" in url
@@ -218,7 +196,7 @@ async def test_an_overpaid_usdc_payment_is_refunded_through_its_url(
     assert view["refund_status"] == "refund_due"  # 1.5 USDC still due
     assert view["refund_due"] == str(USDC_EXTRA - 1_000_000)
     # The rest, through the transaction.
-    code, asked, err = await run_ops(stack, "refunds", "request", payment_id)
+    code, asked, err = await stack.ops("refunds", "request", payment_id)
     assert code == 0, err
     assert asked["refund"]["amount"] == str(USDC_EXTRA - 1_000_000)
     await sign_and_send(stack, asked["transaction"], stack.merchant)
@@ -236,7 +214,7 @@ async def test_a_crash_between_request_and_landing_loses_nothing(
     stack = await attack_stack()
     view, _ = await overpaid(stack)
     payment_id = view["payment_id"]
-    code, asked, err = await run_ops(stack, "refunds", "request", payment_id)
+    code, asked, err = await stack.ops("refunds", "request", payment_id)
     assert code == 0, err
     payments = stack.children["payments"]
     payments.kill()  # SIGKILL: nothing is flushed, nothing is finished
@@ -259,7 +237,7 @@ async def test_a_refund_that_never_lands_expires_and_can_be_asked_again(
     stack = await attack_stack(REFUND_TTL_SECONDS="60")
     view, _ = await overpaid(stack)
     payment_id = view["payment_id"]
-    code, asked, err = await run_ops(stack, "refunds", "request", payment_id)
+    code, asked, err = await stack.ops("refunds", "request", payment_id)
     assert code == 0, err
     # Its expiry passes (moved in the DB: the shortest TTL a setting allows is a minute).
     await stack.db.execute(
@@ -268,7 +246,7 @@ async def test_a_refund_that_never_lands_expires_and_can_be_asked_again(
     )
     view = await stack.wait(payment_id, lambda v: v["refund_status"] == "refund_due")
     assert view["refund_due_lamports"] == str(EXTRA)
-    code, again, err = await run_ops(stack, "refunds", "request", payment_id)
+    code, again, err = await stack.ops("refunds", "request", payment_id)
     assert code == 0, err
     assert again["refund"]["refund_id"] != asked["refund"]["refund_id"]
     await sign_and_send(stack, again["transaction"], stack.merchant)
@@ -290,7 +268,7 @@ async def test_the_hot_wallet_respects_its_caps(attack_stack: StackFactory) -> N
 
     async def hot_refund(payment_id: str, amount: int | None = None) -> tuple[int, Any, str]:
         extra = ["--amount", str(amount)] if amount is not None else []
-        return await run_ops(stack, "refunds", "request", payment_id, "--hot-wallet", *extra)
+        return await stack.ops("refunds", "request", payment_id, "--hot-wallet", *extra)
 
     # All that is due is over the per-refund cap: refused, nothing created.
     code, _, err = await hot_refund(first["payment_id"])
@@ -350,7 +328,7 @@ async def test_the_hot_wallet_respects_its_caps(attack_stack: StackFactory) -> N
 async def test_hot_wallet_mode_is_off_by_default(attack_stack: StackFactory) -> None:
     stack = await attack_stack()
     view, _ = await overpaid(stack)
-    code, _, err = await run_ops(stack, "refunds", "request", view["payment_id"], "--hot-wallet")
+    code, _, err = await stack.ops("refunds", "request", view["payment_id"], "--hot-wallet")
     assert (code, error_code(err)) == (1, "hot_wallet_disabled")
     assert await stack.count("SELECT count(*) FROM refunds") == 0
 
@@ -363,18 +341,15 @@ async def test_a_strangers_dust_never_redirects_a_refund(attack_stack: StackFact
     await stack.send(stranger, 1, view["reference"])  # the last receipt, by someone else
     await stack.wait(payment_id, lambda v: v["refund_due_lamports"] == str(EXTRA + 1))
     # Not to an account that did not pay it, and nobody gets more than they paid.
-    code, _, err = await run_ops(
-        stack, "refunds", "request", payment_id, "--recipient", str(Keypair().pubkey())
+    code, _, err = await stack.ops(
+        "refunds", "request", payment_id, "--recipient", str(Keypair().pubkey())
     )
     assert (code, error_code(err)) == (1, "payer_unknown")
-    code, _, err = await run_ops(
-        stack, "refunds", "request", payment_id, "--recipient", str(stranger.pubkey()),
-        "--amount", "2",
-    )  # fmt: skip
-    assert (code, error_code(err)) == (1, "refund_exceeds_due")
-    code, asked, err = await run_ops(
-        stack, "refunds", "request", payment_id, "--amount", str(EXTRA)
+    code, _, err = await stack.ops(
+        "refunds", "request", payment_id, "--recipient", str(stranger.pubkey()), "--amount", "2"
     )
+    assert (code, error_code(err)) == (1, "refund_exceeds_due")
+    code, asked, err = await stack.ops("refunds", "request", payment_id, "--amount", str(EXTRA))
     assert code == 0, err
     assert asked["refund"]["recipient"] == str(payer.pubkey())  # who paid the most
 
@@ -392,7 +367,7 @@ async def test_a_late_top_up_cannot_complete_a_payment_being_refunded(
     await stack.send(payer, PRICE // 2, created["reference"])
     view = await stack.wait(payment_id, lambda v: v["status"] == "expired")
     await stack.wait(payment_id, lambda v: v["refund_due_lamports"] == str(PRICE // 2))
-    code, asked, err = await run_ops(stack, "refunds", "request", payment_id)
+    code, asked, err = await stack.ops("refunds", "request", payment_id)
     assert code == 0, err
     await stack.send(payer, PRICE // 2, created["reference"])
     view = await stack.wait(payment_id, lambda v: v["received_lamports"] == str(PRICE))

@@ -40,6 +40,7 @@ from deploy.local.processes import SERVICES, ChildProcess, quiet, service_proces
 from sandbox.infra import NatsServer, RedisServer, free_port
 from tests.fixtures.notifier import open_stream
 from tests.fixtures.solana import SolanaSandbox, airdrop, send_transfer
+from tests.fixtures.stack import restart_suite_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -96,18 +97,8 @@ async def test_two_replicas_of_everything_with_kills(
 ) -> None:
     redis = RedisServer()
     redis.start()
-    db_url = f"file:{tmp_path / 'payments.db'}"
     env = {
-        **own_nats.client_env(),
-        "REDIS_URL": redis.url,
-        "TURSO_DB_URL": db_url,
-        "BOOKINGS_DB_URL": f"file:{tmp_path / 'bookings.db'}",
-        "SOLANA_RPC_URL": solana_sandbox.rpc_url,
-        "SOLANA_RPC_TIMEOUT": "2",
-        "HELIUS_WEBHOOK_SECRET": SECRET,
-        "RECONCILE_INTERVAL_SECONDS": "1",
-        "RETRY_DELAY_SCALE": "0.1",
-        "LOG_LEVEL": "WARNING",
+        **restart_suite_env(own_nats, redis, solana_sandbox, tmp_path, SECRET),
         # Every browser here is 127.0.0.1: lift the per-client stream cap (20).
         "SSE_MAX_STREAMS_PER_CLIENT": "1000",
     }
@@ -194,7 +185,7 @@ async def test_two_replicas_of_everything_with_kills(
                     await restart(victim)
                     await paying
 
-            db = await open_database(db_url)
+            db = await open_database(env["TURSO_DB_URL"])
             try:
                 while time.monotonic() < deadline:
                     row = await db.fetch_one(
