@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 
 from axiom_notifier.app import create_app as create_notifier
 from axiom_notifier.app import hub_key
@@ -18,7 +19,12 @@ from axiom_payments.events import KnownRevisions, deliver
 from axiom_payments.events import status_event as outgoing_status
 from axiom_shared.metrics import DEAD_LETTERS
 from axiom_shared.schemas import ChangeSource, PaymentStatus, PaymentStatusChanged, PaymentView
-from axiom_shared.topology import NOTIFIER_STATUS_FEED, PAYMENT_STATUS_BUCKET, ensure_topology
+from axiom_shared.topology import (
+    NOTIFIER_STATUS_FEED,
+    PAYMENT_STATUS_BUCKET,
+    PAYMENT_STATUS_SUBJECT,
+    ensure_topology,
+)
 from sandbox.infra import NatsServer
 from tests.fixtures.infra import start_app, wait_for
 
@@ -166,17 +172,63 @@ async def test_two_writers_of_the_latest_status_never_go_back(
         status = PaymentStatus.PENDING if version == 1 else PaymentStatus.VERIFIED
         return status_event(payment_id, status, version)
 
-    await deliver(js, outgoing_status(change(1)), kv, a)  # first version: created, no read
+    async def put(version: int, known: KnownRevisions) -> None:
+        await deliver(js, outgoing_status(change(version)), status_kv=kv, known=known)
+
+    await put(1, a)  # first version: created, no read
     assert (await latest(), reads) == (1, 0)
-    await deliver(js, outgoing_status(change(2)), kv, b)  # b knows nothing: reads, then writes
+    await put(2, b)  # b knows nothing: reads, then writes
     assert (await latest(), reads) == (2, 1)
-    await deliver(js, outgoing_status(change(3)), kv, a)  # a's memory is stale: refused, reads
+    await put(3, a)  # a's memory is stale: refused, reads
     assert (await latest(), reads) == (3, 2)
-    await deliver(js, outgoing_status(change(2)), kv, b)  # late and older: b knows, no write
+    await put(2, b)  # late and older: b knows, no write
     assert (await latest(), reads) == (3, 2)
-    await deliver(js, outgoing_status(change(4)), kv, a)  # a's memory is right: no read
+    await put(4, a)  # a's memory is right: no read
     assert (await latest(), reads) == (4, 2)
-    await deliver(js, outgoing_status(change(3)), kv, KnownRevisions())  # late, unknown: read
+    await put(3, KnownRevisions())  # late, unknown: read
     assert (await latest(), reads) == (4, 3)
-    await deliver(js, outgoing_status(change(1)), kv, KnownRevisions())  # a replayed first one
+    await put(1, KnownRevisions())  # a replayed first one
     assert await latest() == 4
+
+
+async def test_one_round_writes_the_bucket_once_with_its_newest_version_before_any_event(
+    nats_client: NATS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The relay hands one payment's queued changes to `deliver` together: the bucket is
+    written once, with the newest, before the first event goes out; the events go out in
+    order, each reported as stored."""
+    js = nats_client.jetstream()
+    await ensure_topology(nats_client, js)
+    kv = await js.key_value(PAYMENT_STATUS_BUCKET)
+    writes = 0
+    real_create = kv.create
+
+    async def counted_create(key: str, value: bytes, **kwargs: object) -> int:
+        nonlocal writes
+        writes += 1
+        return await real_create(key, value)
+
+    monkeypatch.setattr(kv, "create", counted_create)  # counts the writes; the real bucket
+    payment_id = f"pay_{uuid.uuid4().hex}"
+    seen: list[tuple[int, int]] = []
+
+    async def on_event(msg: Msg) -> None:
+        # What a client that has just seen this event finds when it polls.
+        entry = await kv.get(payment_id)
+        polled = PaymentStatusChanged.from_bytes(entry.value or b"").payment.version
+        seen.append((PaymentStatusChanged.from_bytes(msg.data).payment.version, polled))
+
+    await nats_client.subscribe(PAYMENT_STATUS_SUBJECT.format(payment_id=payment_id), cb=on_event)
+    await nats_client.flush()
+    changes = [
+        outgoing_status(status_event(payment_id, status, version))
+        for version, status in enumerate(
+            (PaymentStatus.PENDING, PaymentStatus.VERIFIED, PaymentStatus.PROVISIONED), 1
+        )
+    ]
+    stored: list[str] = []
+    await deliver(js, *changes, status_kv=kv, published=lambda e: stored.append(e.msg_id))
+    await wait_for(lambda: len(seen) == 3, 5)
+    assert stored == [change.msg_id for change in changes]
+    assert seen == [(1, 3), (2, 3), (3, 3)]
+    assert writes == 1

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from axiom_shared.logging import bind_correlation_id
 from axiom_shared.nats import publish_encoded
 from axiom_shared.schemas import PaymentProvisioned, PaymentStatusChanged
 from axiom_shared.topology import (
@@ -36,18 +38,22 @@ class OutgoingEvent:
     payload: bytes
     #: For a status change: (payment id, version), what the status bucket keeps.
     status_of: tuple[str, int] | None = None
+    #: The change's correlation id, bound while it is published (None: a new one).
+    correlation_id: str | None = None
 
     @classmethod
-    def from_outbox(cls, subject: str, msg_id: str, payload: bytes) -> OutgoingEvent:
+    def from_outbox(
+        cls, subject: str, msg_id: str, payload: bytes, correlation_id: str | None
+    ) -> OutgoingEvent:
         """Rebuild one from an outbox row: the payload was validated and serialised by this
         service when the row was written, so a plain JSON read of its header fields is enough."""
         body = json.loads(payload)
         schema = str(body["schema"])
+        status_of = None
         if schema == PaymentStatusChanged.SCHEMA:
             payment = body["payment"]
             status_of = (str(payment["payment_id"]), int(payment["version"]))
-            return cls(subject, msg_id, schema, payload, status_of)
-        return cls(subject, msg_id, schema, payload)
+        return cls(subject, msg_id, schema, payload, status_of, correlation_id)
 
 
 def status_event(event: PaymentStatusChanged) -> OutgoingEvent:
@@ -72,25 +78,33 @@ def provisioned_event(event: PaymentProvisioned) -> OutgoingEvent:
 
 async def deliver(
     js: JetStreamContext,
-    outgoing: OutgoingEvent,
+    *events: OutgoingEvent,
     status_kv: KeyValue | None = None,
     known: KnownRevisions | None = None,
+    published: Callable[[OutgoingEvent], None] | None = None,
 ) -> None:
-    """Publish durably (a retry of the same msg id is dropped by JetStream); for a status
-    change, also record it as the payment's latest status (in `status_kv`, the status bucket,
-    looked up when not given: a caller delivering many keeps its handle, and its `known`
-    revisions, which save the read before each write)."""
-    payload = outgoing.payload
-    if outgoing.status_of is not None:
+    """Publish durably, in the order given (one subject's events: one payment's changes); a
+    retry of the same msg id is dropped by JetStream. `published` is told of each event once
+    JetStream has stored it (the relay then deletes its outbox row), and a failure stops there:
+    a later event never goes out before an earlier one.
+
+    Status changes are also recorded as the payment's latest status, in the status bucket
+    (`status_kv`, looked up when not given; a caller delivering many keeps its handle and its
+    `known` revisions, which save the read before each write). The bucket first, once, with
+    the newest of them, then the events: whoever has seen one of the events and then reads the
+    bucket (check-status, a stream opened late) finds that version or a newer one, never an
+    older one, and an intermediate version about to be replaced costs no write. A retry
+    writes the bucket again, which keeps the newer version."""
+    statuses = [(e.status_of, e.payload) for e in events if e.status_of is not None]
+    if statuses:
         kv = status_kv or await js.key_value(PAYMENT_STATUS_BUCKET)
-        # The bucket first, then the event: whoever has seen the event and then reads the bucket
-        # (check-status, a stream opened late) finds this version or a newer one, never an
-        # older one. Both must succeed before the outbox row goes (a retry writes the bucket
-        # again, which keeps the newer version, and publishes under the same msg id, which
-        # JetStream drops).
-        payment_id, version = outgoing.status_of
+        (payment_id, version), payload = max(statuses, key=lambda status: status[0][1])
         await record_latest_status(kv, payment_id, version, payload, known or KnownRevisions(0))
-    await publish_encoded(js, outgoing.subject, outgoing.schema, payload, msg_id=outgoing.msg_id)
+    for event in events:
+        bind_correlation_id(event.correlation_id)
+        await publish_encoded(js, event.subject, event.schema, event.payload, msg_id=event.msg_id)
+        if published is not None:
+            published(event)
 
 
 class KnownRevisions:

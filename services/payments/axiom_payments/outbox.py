@@ -22,10 +22,9 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from axiom_payments import ledger
-from axiom_payments.events import KnownRevisions, OutgoingEvent, record_latest_status
+from axiom_payments.events import KnownRevisions, OutgoingEvent, deliver
 from axiom_shared.db import Database
-from axiom_shared.logging import bind_correlation_id, get_logger
-from axiom_shared.nats import publish_encoded
+from axiom_shared.logging import get_logger
 from axiom_shared.topology import PAYMENT_STATUS_BUCKET
 
 log = get_logger(__name__)
@@ -87,27 +86,23 @@ class OutboxRelay:
                 raise errors[0]
 
     async def _publish_in_order(self, group: list[dict[str, object]], done: list[str]) -> None:
-        """One subject's rows, in order. For a payment's status changes the bucket is written
-        once, first, with the newest of them: whoever has seen one of these events and then
-        reads the bucket finds that version or a newer one (and an intermediate version that
-        is about to be replaced costs no write)."""
+        """One subject's rows, in order (`events.deliver`)."""
         outgoing = [
             OutgoingEvent.from_outbox(
-                str(row["subject"]), str(row["msg_id"]), str(row["payload"]).encode()
+                str(row["subject"]),
+                str(row["msg_id"]),
+                str(row["payload"]).encode(),
+                cid if isinstance(cid := row["correlation_id"], str) else None,
             )
             for row in group
         ]
-        statuses = [(e.status_of, e.payload) for e in outgoing if e.status_of is not None]
-        if statuses and self._status_kv is not None:
-            (payment_id, version), payload = max(statuses, key=lambda status: status[0][1])
-            await record_latest_status(self._status_kv, payment_id, version, payload, self._known)
-        for row, event in zip(group, outgoing, strict=True):
-            cid = row["correlation_id"]
-            bind_correlation_id(cid if isinstance(cid, str) else None)
-            await publish_encoded(
-                self._js, event.subject, event.schema, event.payload, msg_id=event.msg_id
-            )
-            done.append(event.msg_id)
+        await deliver(
+            self._js,
+            *outgoing,
+            status_kv=self._status_kv,
+            known=self._known,
+            published=lambda event: done.append(event.msg_id),
+        )
 
     async def _run(self) -> None:
         while not self._stopping.is_set():
