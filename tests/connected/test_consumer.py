@@ -11,6 +11,7 @@ import pytest
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from nats.js.api import ConsumerInfo
 
 from axiom_shared.errors import ApiError
 from axiom_shared.nats import (
@@ -63,6 +64,18 @@ def spec_for(stream: tuple[str, str], **overrides: object) -> ConsumerSpec:
     return ConsumerSpec(**fields)  # type: ignore[arg-type]
 
 
+async def acked(js: JetStreamContext, spec: ConsumerSpec) -> ConsumerInfo:
+    """The consumer's state once it holds no unacknowledged message: acks are published, not
+    requests, so the server may apply the last one just after the handler returned."""
+    info = await js.consumer_info(spec.stream, spec.durable)
+    for _ in range(50):
+        if info.num_ack_pending == 0:
+            break
+        await asyncio.sleep(0.1)
+        info = await js.consumer_info(spec.stream, spec.durable)
+    return info
+
+
 async def dead_letters(js: JetStreamContext, spec: ConsumerSpec, count: int) -> list[Msg]:
     sub = await js.subscribe(spec.dead_letter_subject(), deliver_policy="all")  # type: ignore[arg-type]
     try:
@@ -95,7 +108,7 @@ async def test_failures_are_retried_then_succeed_once(
         assert attempts == {1: 3}
     finally:
         await consumer.stop()
-    info = await js.consumer_info(spec.stream, spec.durable)
+    info = await acked(js, spec)
     assert info.num_ack_pending == 0
     assert info.num_pending == 0
 
@@ -130,7 +143,7 @@ async def test_poison_and_exhausted_messages_are_dead_lettered_without_blocking(
     assert reasons[0].startswith("gave up after 3 deliveries")
     assert reasons[1].startswith("malformed message")
     assert reasons[2] == "permanent error: order does not exist"
-    info = await js.consumer_info(spec.stream, spec.durable)
+    info = await acked(js, spec)
     assert info.num_ack_pending == 0
 
 
@@ -152,7 +165,7 @@ async def test_stop_finishes_the_message_in_hand(
     await asyncio.wait_for(started.wait(), 5)
     await consumer.stop(timeout=5)
     assert finished == [7]
-    info = await js.consumer_info(spec.stream, spec.durable)
+    info = await acked(js, spec)
     assert info.num_ack_pending == 0
     assert info.delivered.consumer_seq == 1
 
