@@ -18,6 +18,7 @@ from axiom_notifier.settings import NotifierSettings
 from axiom_payments.events import KnownRevisions, deliver
 from axiom_payments.events import status_event as outgoing_status
 from axiom_shared.metrics import DEAD_LETTERS
+from axiom_shared.nats import connect_nats
 from axiom_shared.schemas import ChangeSource, PaymentStatus, PaymentStatusChanged, PaymentView
 from axiom_shared.topology import (
     NOTIFIER_STATUS_FEED,
@@ -232,3 +233,34 @@ async def test_one_round_writes_the_bucket_once_with_its_newest_version_before_a
     assert stored == [change.msg_id for change in changes]
     assert seen == [(1, 3), (2, 3), (3, 3)]
     assert writes == 1
+
+
+async def test_a_single_replica_status_bucket_answers_direct_gets_even_one_made_before(
+    own_nats: NatsServer,
+) -> None:
+    """On one replica the status bucket answers `$JS.API.DIRECT.GET` (what check-status reads
+    by: no JSON or base64 round, half the NATS CPU), and a bucket made before without it (an
+    older deployment's) is brought to it at the next start-up; the value read is the newest."""
+    nc = await connect_nats(own_nats.url, "test")
+    try:
+        js = nc.jetstream()
+        await js.create_key_value(bucket=PAYMENT_STATUS_BUCKET, history=1)
+        stream = f"KV_{PAYMENT_STATUS_BUCKET}"
+        assert not (await js.stream_info(stream)).config.allow_direct
+        old = await js.key_value(PAYMENT_STATUS_BUCKET)
+        payment_id = f"pay_{uuid.uuid4().hex}"
+        await old.put(payment_id, status_event(payment_id, PaymentStatus.PENDING, 1).to_bytes())
+
+        await ensure_topology(nc, js)
+        await ensure_topology(nc, js)  # and again: nothing left to change
+        assert (await js.stream_info(stream)).config.allow_direct
+
+        await old.put(payment_id, status_event(payment_id, PaymentStatus.VERIFIED, 2).to_bytes())
+        reply = await nc.request(
+            f"$JS.API.DIRECT.GET.{stream}.$KV.{PAYMENT_STATUS_BUCKET}.{payment_id}", b"", 2
+        )
+        assert PaymentStatusChanged.from_bytes(reply.data).payment.version == 2
+        entry = await (await js.key_value(PAYMENT_STATUS_BUCKET)).get(payment_id)
+        assert PaymentStatusChanged.from_bytes(entry.value or b"").payment.version == 2
+    finally:
+        await nc.close()
