@@ -7,7 +7,6 @@ survives a NATS restart. The replica count is a setting (1 locally, 3 in a clust
 
 from __future__ import annotations
 
-
 import json
 from dataclasses import dataclass, replace
 

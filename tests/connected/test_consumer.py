@@ -67,7 +67,7 @@ def spec_for(stream: tuple[str, str], **overrides: object) -> ConsumerSpec:
 async def acked(js: JetStreamContext, spec: ConsumerSpec) -> ConsumerInfo:
     """The consumer's state once it holds no unacknowledged message: acks are published, not
     requests, so the server may apply the last one just after the handler returned."""
-    info = await js.consumer_info(spec.stream, spec.durable)
+    info: ConsumerInfo = await js.consumer_info(spec.stream, spec.durable)
     for _ in range(50):
         if info.num_ack_pending == 0:
             break
@@ -167,6 +167,7 @@ async def test_stop_finishes_the_message_in_hand(
     assert finished == [7]
     info = await acked(js, spec)
     assert info.num_ack_pending == 0
+    assert info.delivered is not None
     assert info.delivered.consumer_seq == 1
 
 
