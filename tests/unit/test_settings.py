@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,7 +12,7 @@ from pydantic import ValidationError
 from axiom_amadeus_proxy.settings import AmadeusProxySettings
 from axiom_gateway.settings import GatewaySettings
 from axiom_payments.settings import DEV_MERCHANT_WALLET, PaymentsSettings
-from axiom_shared.service import settings_problem
+from axiom_shared.service import settings_problem, tune_gc
 
 
 def test_defaults_work_with_nothing_set(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -127,3 +129,30 @@ def test_urls_that_may_carry_credentials_come_from_files(
     assert settings.redis_url == "rediss://default:pw@cache.example:6379/0"
     assert settings.redis_password is not None
     assert settings.redis_password.get_secret_value() == "r3dis"
+
+
+@pytest.fixture
+def gc_state() -> Iterator[None]:
+    """The process's collector as it was, whatever the test does to it."""
+    threshold = gc.get_threshold()
+    yield
+    gc.unfreeze()
+    gc.set_threshold(*threshold)
+
+
+@pytest.mark.usefixtures("gc_state")
+def test_once_started_start_up_is_frozen_and_young_objects_collected_less_often() -> None:
+    """`GC_THRESHOLD` (default 10,000): what start-up built is out of every later collection
+    (a full one no longer walks it), and the youngest generation waits for that many new
+    objects; 0 keeps Python's thresholds (still freezing)."""
+    assert GatewaySettings.load().gc_threshold == 10_000
+    before = gc.get_threshold()
+    tune_gc(0)
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() > 1000  # the modules, classes and schemas loaded so far
+    gc.unfreeze()
+    tune_gc(10_000)
+    assert gc.get_threshold() == (10_000, before[1], before[2])
+    assert gc.get_freeze_count() > 0
+    with pytest.raises(ValidationError):
+        GatewaySettings(gc_threshold=-1)
