@@ -15,8 +15,14 @@ from axiom_notifier.app import create_app as create_notifier
 from axiom_notifier.app import hub_key
 from axiom_notifier.hub import Watcher
 from axiom_notifier.settings import NotifierSettings
-from axiom_payments.events import KnownRevisions, deliver
+from axiom_payments.events import KnownRevisions, OutgoingEvent, deliver
 from axiom_payments.events import status_event as outgoing_status
+from axiom_shared.logging import (
+    CORRELATION_HEADER,
+    bind_correlation_id,
+    current_correlation_id,
+    unbind_correlation_id,
+)
 from axiom_shared.metrics import DEAD_LETTERS
 from axiom_shared.nats import connect_nats
 from axiom_shared.schemas import ChangeSource, PaymentStatus, PaymentStatusChanged, PaymentView
@@ -233,6 +239,35 @@ async def test_one_round_writes_the_bucket_once_with_its_newest_version_before_a
     assert stored == [change.msg_id for change in changes]
     assert seen == [(1, 3), (2, 3), (3, 3)]
     assert writes == 1
+
+
+async def test_each_event_carries_its_change_correlation_id_and_the_callers_is_kept(
+    nats_client: NATS,
+) -> None:
+    """An event from the outbox goes out under its change's correlation id; one built without
+    (a caller's own) under the caller's. The caller's id is never replaced by a new one."""
+    js = nats_client.jetstream()
+    payment_id = f"pay_{uuid.uuid4().hex}"
+    got: list[str | None] = []
+
+    async def on_event(msg: Msg) -> None:
+        got.append((msg.headers or {}).get(CORRELATION_HEADER))
+
+    await nats_client.subscribe(PAYMENT_STATUS_SUBJECT.format(payment_id=payment_id), cb=on_event)
+    await nats_client.flush()
+    first = outgoing_status(status_event(payment_id, PaymentStatus.PENDING, 1))
+    from_outbox = OutgoingEvent.from_outbox(
+        first.subject, first.msg_id, first.payload, "change-cid-1"
+    )
+    caller = bind_correlation_id("caller-cid-1")
+    try:
+        await deliver(js, outgoing_status(status_event(payment_id, PaymentStatus.VERIFIED, 2)))
+        assert current_correlation_id() == caller
+        await deliver(js, from_outbox)
+        await wait_for(lambda: len(got) == 2, 5)
+    finally:
+        unbind_correlation_id()
+    assert got == ["caller-cid-1", "change-cid-1"]
 
 
 async def test_a_single_replica_status_bucket_answers_direct_gets_even_one_made_before(

@@ -38,7 +38,7 @@ class OutgoingEvent:
     payload: bytes
     #: For a status change: (payment id, version), what the status bucket keeps.
     status_of: tuple[str, int] | None = None
-    #: The change's correlation id, bound while it is published (None: a new one).
+    #: The change's correlation id, bound while it is published (None: the caller's stays).
     correlation_id: str | None = None
 
     @classmethod
@@ -101,7 +101,8 @@ async def deliver(
         (payment_id, version), payload = max(statuses, key=lambda status: status[0][1])
         await record_latest_status(kv, payment_id, version, payload, known or KnownRevisions(0))
     for event in events:
-        bind_correlation_id(event.correlation_id)
+        if event.correlation_id is not None:
+            bind_correlation_id(event.correlation_id)
         await publish_encoded(js, event.subject, event.schema, event.payload, msg_id=event.msg_id)
         if published is not None:
             published(event)
