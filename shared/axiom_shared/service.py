@@ -313,10 +313,11 @@ async def _serve(app: web.Application, settings: ServiceSettings) -> None:
 
 
 def tune_gc(threshold: int) -> None:
-    """Once started: freeze what start-up built (never collected again, and never walked by
-    a full collection: the gateway's full collections went from 45 ms to under 1 ms), and
-    collect the youngest generation after `threshold` net new objects (0: Python's default).
-    Measured in the gateway at 5,000 check-status polls/s: p99.9 55 -> 19 ms, max 56 -> 20."""
+    """Once started: freeze what start-up built (never collected again, and never walked by a
+    full collection), and collect the youngest generation after `threshold` net new objects
+    (0: Python's default). Measured in the gateway at 5,000 check-status polls/s over 10 s:
+    7 full collections of up to 47 ms before, none after (the one here, 30-40 ms, runs once
+    as the service starts); p99.9 55 -> 19 ms, max 56 -> 20 ms."""
     gc.collect()
     gc.freeze()
     if threshold:

@@ -76,7 +76,7 @@ class ServiceSettings(BaseSettings):
     #: (modules, schemas, routes) is frozen out of every later collection, and the youngest
     #: generation is collected after this many net new container objects (Python's default,
     #: 700, ran a collection every few requests, and every 100th became a full one that
-    #: walked every object: 45 ms pauses in the gateway under load). 0 keeps Python's own.
+    #: walked every object: pauses of up to 47 ms in the gateway under load). 0 keeps Python's own.
     gc_threshold: int = Field(default=10_000, ge=0)
 
     #: Settings that are not secrets but may carry one (an RPC provider's API key in the URL):
