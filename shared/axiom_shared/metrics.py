@@ -69,6 +69,17 @@ TOKEN_CACHE = Counter(
     "Upstream access-token cache lookups: hit, miss, refresh, invalidated",
     ["upstream", "result"],
 )
+STATUS_READS = Counter(
+    "axiom_status_reads_total",
+    "check-status answers by where the status came from: followed (memory, kept current by"
+    " the status bucket's writes), bucket (a read of it) or payments (the service's database)",
+    ["source"],
+)
+STATUS_FOLLOW_RESETS = Counter(
+    "axiom_status_follow_resets_total",
+    "Times the followed statuses were forgotten because a status bucket write may have been"
+    " missed (a NATS reconnect, a dropped message)",
+)
 SSE_STREAMS_OPEN = Gauge(
     "axiom_sse_streams_open",
     "Server-Sent Events streams currently open on this replica",

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import functools
 import ssl
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -153,6 +154,20 @@ def _reason(exc: Exception) -> str:
     return f"{type(exc).__name__}: {text}"[:200] if text else type(exc).__name__
 
 
+#: Per connection, the subjects the server refused it a subscription to (lower case, as
+#: nats-py reports them): a refused subscription receives nothing, silently.
+_refused_subscriptions: weakref.WeakKeyDictionary[NATS, set[str]] = weakref.WeakKeyDictionary()
+_REFUSED_SUBSCRIPTION = "permissions violation for subscription to "
+
+
+def subscription_refused(nc: NATS, subject: str) -> bool:
+    """Whether the server has refused `nc` a subscription to `subject` (its permissions do
+    not allow it). The refusal arrives before the answer to a request made after the
+    subscription. Not necessarily before a `flush()`'s PONG: nats-py writes the PING at once,
+    ahead of the SUB still queued for its flusher."""
+    return subject.lower() in _refused_subscriptions.get(nc, ())
+
+
 async def connect_nats(
     url: str,
     name: str,
@@ -179,8 +194,14 @@ async def connect_nats(
         give_up_after=give_up_after,
     )
 
+    refused: set[str] = set()
+
     async def on_error(exc: Exception) -> None:
-        log.warning("nats error", error=type(exc).__name__, detail=str(exc)[:200])
+        detail = str(exc)
+        log.warning("nats error", error=type(exc).__name__, detail=detail[:200])
+        if (at := detail.lower().find(_REFUSED_SUBSCRIPTION)) >= 0:
+            subject = detail[at + len(_REFUSED_SUBSCRIPTION) :].strip().strip("'\"").lower()
+            refused.add(subject)
 
     async def on_disconnected() -> None:
         log.warning("nats disconnected")
@@ -208,6 +229,7 @@ async def connect_nats(
         password=password,
         tls=_tls_context(url, tls_ca_file),
     )
+    _refused_subscriptions[nc] = refused
     # Host and port only: the URL's user:password@ (NATS credentials) must never be logged.
     where = nc.connected_url
     log.info("nats connected", server=f"{where.hostname}:{where.port}" if where else "")

@@ -99,6 +99,7 @@ def permissions(grants: NatsGrants) -> dict[str, object]:
             f"{JS_API}.STREAM.MSG.DELETE.{stream_spec.name}",
         ]
     subscribe += list(grants.serves)
+    subscribe += [f"$KV.{bucket}.>" for bucket in grants.kv_follows]
     if grants.service:
         # nats.micro's discovery subjects (PING, INFO, STATS: all, by name, by instance).
         subscribe += ["$SRV.PING", "$SRV.INFO", "$SRV.STATS"]

@@ -296,6 +296,8 @@ class NatsGrants:
     #: KV buckets it reads, and those it writes.
     kv_reads: tuple[str, ...] = ()
     kv_writes: tuple[str, ...] = ()
+    #: KV buckets whose writes it receives as they are published (a core subscription).
+    kv_follows: tuple[str, ...] = ()
     #: Streams whose stored messages it may read and delete one by one (the operator's tool).
     stream_admin: tuple[StreamSpec, ...] = ()
 
@@ -311,8 +313,10 @@ GATEWAY_GRANTS = NatsGrants(
         AMADEUS_SEARCH,
         AMADEUS_BOOK,
     ),
-    # check-status reads a payment's latest status from the bucket (`LatestStatus`).
+    # check-status reads a payment's latest status from the bucket, and follows the writes
+    # of the payments it was asked for (`LatestStatus`).
     kv_reads=(PAYMENT_STATUS_BUCKET,),
+    kv_follows=(PAYMENT_STATUS_BUCKET,),
 )
 PAYMENTS_GRANTS = NatsGrants(
     user="payments",

@@ -62,7 +62,7 @@ ROUTES = (
 def create_app(settings: GatewaySettings) -> web.Application:
     app = create_service_app(settings, settings_key)
     app.cleanup_ctx.append(redis_context(settings))
-    install_latest_status(app)
+    install_latest_status(app, follow=True)
     install_status(app, settings)
     add_routes(app, ROUTES)
     install_feature_flags(app, settings)

@@ -1,0 +1,221 @@
+"""check-status from followed statuses (`LatestStatus.follow`), against real NATS servers.
+
+The gateway answers a poll from memory, kept current by a subscription to the status bucket's
+writes, after one PING/PONG with the server. What a buyer relies on: a poll made after a status
+was written (and so after its event could be seen anywhere) shows it, also when the follower
+was too slow to take every write, was cut off while writes were made, or is not allowed to
+subscribe at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+import pytest
+from nats.aio.client import Client as NATS
+from nats.js.errors import APIError
+
+from axiom_payments.events import KnownRevisions, deliver
+from axiom_payments.events import status_event as outgoing_status
+from axiom_shared.metrics import STATUS_FOLLOW_RESETS, STATUS_READS
+from axiom_shared.nats import connect_nats
+from axiom_shared.payments_client import LatestStatus, PaymentsClient
+from axiom_shared.schemas import PaymentStatus
+from axiom_shared.topology import PAYMENT_STATUS_BUCKET, ensure_topology
+from sandbox.infra import NatsServer
+from tests.connected.test_events import status_event
+from tests.fixtures.infra import wait_for
+
+SUBJECT = f"$KV.{PAYMENT_STATUS_BUCKET}." + "{}"
+
+
+def followed_reads() -> float:
+    value: float = STATUS_READS.labels(source="followed")._value.get()
+    return value
+
+
+def resets() -> float:
+    value: float = STATUS_FOLLOW_RESETS._value.get()
+    return value
+
+
+def change(payment_id: str, version: int) -> bytes:
+    status = PaymentStatus.PENDING if version == 1 else PaymentStatus.VERIFIED
+    return status_event(payment_id, status, version).to_bytes()
+
+
+async def follower(nc: NATS, **options: int) -> LatestStatus:
+    latest = LatestStatus(nc, nc.jetstream(), PaymentsClient(nc, 2.0), **options)
+    return latest
+
+
+async def polled_version(latest: LatestStatus, payment_id: str) -> int:
+    view, body = await latest.encoded(payment_id)
+    assert json.loads(body)["version"] == view.version  # the body is that view
+    return view.version
+
+
+async def test_a_followed_poll_is_never_older_than_an_acknowledged_write(
+    nats_server: NatsServer, nats_client: NATS
+) -> None:
+    """8 payments change 25 times each, concurrently, through the payments service's own path
+    (`deliver`: the bucket, then the event). A poll made right after a write was acknowledged
+    shows that version, every time; after the first poll of a payment, every poll is answered
+    from memory (no bucket read, no request to the payments service)."""
+    nc = await connect_nats(nats_server.url, "test-follower")
+    latest = await follower(nc)
+    try:
+        assert await latest.follow()
+        js = nats_client.jetstream()
+        kv = await js.key_value(PAYMENT_STATUS_BUCKET)
+        known = KnownRevisions()
+        before = followed_reads()
+
+        async def one() -> list[tuple[int, int]]:
+            payment_id = f"pay_{uuid.uuid4().hex}"
+            seen = []
+            for version in range(1, 26):
+                event = outgoing_status(status_event(payment_id, PaymentStatus.VERIFIED, version))
+                await deliver(js, event, status_kv=kv, known=known)
+                seen.append((version, await polled_version(latest, payment_id)))
+            return seen
+
+        for seen in await asyncio.gather(*(one() for _ in range(8))):
+            assert all(written == polled for written, polled in seen), seen
+        assert followed_reads() - before == 8 * 24
+    finally:
+        await latest.close()
+        await nc.close()
+
+
+async def test_a_read_older_than_a_write_already_received_is_not_followed(
+    nats_server: NatsServer, nats_client: NATS
+) -> None:
+    """The server hands a write to the follower before its stream stores it, so a bucket read
+    made meanwhile can be older than a write the follower already let pass (it follows only
+    payments it was asked for). Such a read answers that poll but is not followed: the next
+    poll reads the bucket again. Here the write is one the bucket refused (a stale expected
+    revision): it reaches the follower and is never stored, as a write still on its way."""
+    nc = await connect_nats(nats_server.url, "test-follower")
+    latest = await follower(nc)
+    try:
+        assert await latest.follow()
+        js = nats_client.jetstream()
+        payment_id = f"pay_{uuid.uuid4().hex}"
+        await js.publish(SUBJECT.format(payment_id), change(payment_id, 1))
+        with pytest.raises(APIError):
+            await js.publish(
+                SUBJECT.format(payment_id),
+                change(payment_id, 5),
+                headers={"Nats-Expected-Last-Subject-Sequence": "999999999"},
+            )
+        reads = followed_reads()
+        assert [await polled_version(latest, payment_id) for _ in range(3)] == [1, 1, 1]
+        assert followed_reads() == reads  # each of them read the bucket
+        # Once the bucket holds that version, the payment is followed.
+        await js.publish(SUBJECT.format(payment_id), change(payment_id, 5))
+        assert [await polled_version(latest, payment_id) for _ in range(3)] == [5, 5, 5]
+        assert followed_reads() == reads + 2
+    finally:
+        await latest.close()
+        await nc.close()
+
+
+async def test_writes_a_slow_follower_dropped_are_never_shown_as_current(
+    nats_server: NatsServer, nats_client: NATS
+) -> None:
+    """A follower that may hold one unapplied write drops most of a burst of 200 (nats-py's
+    slow-consumer rule). Whatever it dropped, the next poll shows the newest status: it forgets
+    what it followed and reads the bucket again."""
+    nc = await connect_nats(nats_server.url, "test-follower")
+    latest = await follower(nc, pending_limit=1)
+    try:
+        assert await latest.follow()
+        js = nats_client.jetstream()
+        payment_id = f"pay_{uuid.uuid4().hex}"
+        await js.publish(SUBJECT.format(payment_id), change(payment_id, 1))
+        assert await polled_version(latest, payment_id) == 1  # followed from now on
+        before = resets()
+        for version in range(2, 201):  # one burst: no pause for the follower to apply them
+            await nats_client.publish(SUBJECT.format(payment_id), change(payment_id, version))
+        await js.publish(SUBJECT.format(payment_id), change(payment_id, 201))  # all stored
+        assert await polled_version(latest, payment_id) == 201
+        assert resets() > before
+        # Followed again a moment later (the time a missed write takes to be stored).
+        await asyncio.sleep(1.1)
+        assert await polled_version(latest, payment_id) == 201
+        await js.publish(SUBJECT.format(payment_id), change(payment_id, 202))
+        reads = followed_reads()
+        assert await polled_version(latest, payment_id) == 202
+        assert followed_reads() == reads + 1
+    finally:
+        await latest.close()
+        await nc.close()
+
+
+async def test_writes_made_while_the_follower_was_away_are_never_missed(
+    own_nats: NatsServer,
+) -> None:
+    """NATS restarts; a write is made (and acknowledged) before the follower is back. Its
+    first poll afterwards shows that write, not the status it followed before, and writes
+    after it are followed again."""
+    admin = await connect_nats(own_nats.url, "test-writer")
+    await ensure_topology(admin, admin.jetstream())
+    nc = await connect_nats(own_nats.url, "test-follower", reconnect_wait=3.0)
+    latest = await follower(nc)
+    writer: NATS | None = None
+    try:
+        assert await latest.follow()
+        payment_id = f"pay_{uuid.uuid4().hex}"
+        await admin.jetstream().publish(SUBJECT.format(payment_id), change(payment_id, 1))
+        assert await polled_version(latest, payment_id) == 1
+        await admin.close()
+
+        await asyncio.to_thread(own_nats.restart)
+        writer = await connect_nats(own_nats.url, "test-writer-2")
+        await writer.jetstream().publish(SUBJECT.format(payment_id), change(payment_id, 2))
+        assert not nc.is_connected  # the follower is still away: it missed the write
+        await wait_for(lambda: nc.is_connected, timeout=15)
+
+        before = resets()
+        assert await polled_version(latest, payment_id) == 2
+        assert resets() == before + 1
+        await asyncio.sleep(1.1)
+        assert await polled_version(latest, payment_id) == 2  # followed again from here
+        await writer.jetstream().publish(SUBJECT.format(payment_id), change(payment_id, 3))
+        reads = followed_reads()
+        assert await polled_version(latest, payment_id) == 3
+        assert followed_reads() == reads + 1
+    finally:
+        await latest.close()
+        await nc.close()
+        if writer is not None:
+            await writer.close()
+
+
+async def test_a_follower_not_allowed_to_subscribe_reads_the_bucket(
+    nats_server: NatsServer, nats_client: NATS
+) -> None:
+    """Permissions older than the gateway (a deploy half done): the server refuses the
+    subscription. The follower sees the refusal and reads the bucket on every poll, which is
+    still never older than a write."""
+    login = nats_server.login("notifier")  # allowed to read the bucket, not to follow it
+    nc = await connect_nats(
+        login["nats_url"], "test", user="notifier", password=login["nats_password"]
+    )
+    latest = await follower(nc)
+    try:
+        assert not await latest.follow()
+        assert not latest.following
+        js = nats_client.jetstream()
+        payment_id = f"pay_{uuid.uuid4().hex}"
+        before = followed_reads()
+        for version in (1, 2, 3):
+            await js.publish(SUBJECT.format(payment_id), change(payment_id, version))
+            assert await polled_version(latest, payment_id) == version
+        assert followed_reads() == before
+    finally:
+        await latest.close()
+        await nc.close()
