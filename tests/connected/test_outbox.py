@@ -95,3 +95,60 @@ async def test_a_late_relay_never_deletes_a_newer_event_that_reused_the_row_id(
         assert PaymentStatusChanged.from_bytes(last.data).payment.version == 2
     finally:
         await db.close()
+
+
+async def test_a_change_committed_while_the_relay_reads_goes_out_at_once(
+    nats_client: NATS, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A change is committed (and the relay kicked) just after the relay's read of the outbox
+    began, so that read does not see it. It still goes out at once, not a poll later: the
+    relay forgot such a kick when it went back to sleep, and the event (and every SSE stream
+    and check-status after it) waited up to a second, the poll interval."""
+    js = nats_client.jetstream()
+    db = await open_database(f"file:{tmp_path / 'payments.db'}")
+    relay = OutboxRelay(db, js, poll_interval=60.0)
+    try:
+        await migrate(db, payments_migrations())
+        read_began, finish_read = asyncio.Event(), asyncio.Event()
+        hold = False
+        real_read = ledger.queued_events
+
+        async def read(*args: Any) -> list[dict[str, object]]:
+            nonlocal hold
+            rows = await real_read(*args)
+            if hold:  # this read's snapshot is taken: hold it here, once
+                hold = False
+                read_began.set()
+                await finish_read.wait()
+            return rows
+
+        monkeypatch.setattr(ledger, "queued_events", read)
+        relay.start()
+        await asyncio.sleep(0.2)  # the first round found nothing; the relay sleeps
+        hold = True
+        relay.kick()
+        await asyncio.wait_for(read_began.wait(), 5)
+        payment_id = f"pay_{uuid.uuid4().hex}"
+        await db.batch(
+            [
+                ledger.outbox_insert(
+                    status_event(change(payment_id, PaymentStatus.PENDING, 1)), None, False
+                )
+            ]
+        )
+        relay.kick()  # as the service does after each commit
+        finish_read.set()
+
+        kv = await js.key_value(PAYMENT_STATUS_BUCKET)
+
+        async def published() -> bool:
+            return await real_read(db, 10) == [] and (await kv.get(payment_id)).value is not None
+
+        for _ in range(100):
+            if await published():
+                break
+            await asyncio.sleep(0.05)
+        assert await published(), "the change waited for the next poll"
+    finally:
+        await relay.stop()
+        await db.close()

@@ -106,12 +106,14 @@ class OutboxRelay:
 
     async def _run(self) -> None:
         while not self._stopping.is_set():
+            # Cleared before the rows are read, never after: a change committed (and kicked)
+            # after the read began is found by the next round at once, not a poll later.
+            self._wake.clear()
             try:
                 await self.flush()
             except Exception as exc:
                 # NATS or the DB is away: the rows stay queued and go out when it is back.
                 log.warning("outbox relay paused", error=repr(exc)[:200])
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._poll)
         with contextlib.suppress(Exception):
