@@ -278,3 +278,27 @@ async def test_a_body_in_pieces_is_read_whole(full_stack_factory: FullStackFacto
     answer = await asyncio.wait_for(reader.read(), 10)
     writer.close()
     assert answer.startswith(b"HTTP/1.1 202"), answer[:300]
+
+
+async def test_unusual_methods_are_refused_and_named_other_in_the_metrics(
+    full_stack_factory: FullStackFactory,
+) -> None:
+    """The HTTP parser refuses a made-up method (400) but lets through every method it knows
+    (WebDAV's and others): on a real route and on an unknown path each is refused (4xx, never
+    5xx), and the request-duration metric names them all "other", not one series each."""
+    stack = await full_stack_factory()
+    unusual = ("PROPFIND", "MKCOL", "COPY", "MOVE", "LOCK", "SEARCH", "PURGE", "REPORT", "LINK")
+    statuses: Counter[int] = Counter()
+    for method in (*unusual, "XMETHOD"):
+        for path in ("/api/catalog", "/nowhere"):
+            status, _, _ = await stack.call(method, path)
+            statuses[status] += 1
+    assert all(400 <= status < 500 for status in statuses), statuses
+    _, _, metrics = await stack.call("GET", "/metrics")
+    methods = {
+        line.split('method="', 1)[1].split('"', 1)[0]
+        for line in metrics.decode().splitlines()
+        if line.startswith("axiom_http_request_duration_seconds_count{")
+    }
+    assert "other" in methods, (statuses, methods)
+    assert methods <= {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other"}
