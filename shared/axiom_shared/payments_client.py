@@ -34,6 +34,7 @@ from axiom_shared.schemas import payments as msg
 from axiom_shared.service import bus_key, lifecycle, settings_key
 from axiom_shared.topology import (
     PAYMENT_STATUS_BUCKET,
+    PAYMENT_STATUS_STREAM,
     PAYMENTS_CATALOG,
     PAYMENTS_CREATE,
     PAYMENTS_GET,
@@ -125,6 +126,13 @@ class _WrittenStatus(BaseModel):
     payment: _PaymentVersion
 
 
+def _answer_of(data: bytes) -> tuple[PaymentView, bytes]:
+    """A bucket value (a `PaymentStatusChanged`) as check-status answers it: the view and its
+    JSON (`model_dump_json(by_alias=True)`, as `json_response`)."""
+    view = PaymentStatusChanged.from_bytes(data).payment
+    return view, view.model_dump_json(by_alias=True).encode()
+
+
 class _Followed:
     """A followed payment's newest status as the bucket's writes carry it, and the answer
     check-status gives for it (encoded once, when first asked)."""
@@ -137,10 +145,10 @@ class _Followed:
 
     def offer(self, data: bytes) -> None:
         """Keep `data` (a `PaymentStatusChanged`) when it is newer than what is kept."""
-        view = PaymentStatusChanged.from_bytes(data).payment
-        if view.version > self.version:
-            self.version = view.version
-            self._answer = (view, view.model_dump_json(by_alias=True).encode())
+        answer = _answer_of(data)
+        if answer[0].version > self.version:
+            self.version = answer[0].version
+            self._answer = answer
 
     def answer(self) -> tuple[PaymentView, bytes]:
         assert self._answer is not None, "answer() of a payment with no status yet"
@@ -204,10 +212,6 @@ class LatestStatus:
         self._wanted = asyncio.Event()
         self._pinger: asyncio.Task[None] | None = None
 
-    @property
-    def following(self) -> bool:
-        return self._sub is not None
-
     async def follow(self) -> bool:
         """Follow the bucket's writes when NATS is one server (not a cluster) and allows this
         connection to; whether it does."""
@@ -216,7 +220,7 @@ class LatestStatus:
         )
         self._reconnects = self._nc.stats["reconnects"]
         # A request after the SUB: answered once the server took or refused the subscription.
-        info = await self._js.stream_info(f"KV_{PAYMENT_STATUS_BUCKET}")
+        info = await self._js.stream_info(PAYMENT_STATUS_STREAM)
         reason = None
         if subscription_refused(self._nc, self._prefix + ">"):
             # NATS permissions older than this gateway (a deploy half done): still correct.
@@ -316,8 +320,7 @@ class LatestStatus:
         if cached is not None and cached[0] == revision:
             self._views.move_to_end(payment_id)
             return cached[1], cached[2]
-        view = PaymentStatusChanged.from_bytes(data).payment
-        body = view.model_dump_json(by_alias=True).encode()
+        view, body = _answer_of(data)
         self._views[payment_id] = (revision, view, body)
         self._views.move_to_end(payment_id)
         while len(self._views) > self._capacity:

@@ -58,6 +58,8 @@ DEAD_LETTER_SUBJECT = "dlq.{stream}.{consumer}"
 # --- KV -----------------------------------------------------------------------------------
 #: Latest PaymentStatusChanged per payment, for late SSE clients and polling.
 PAYMENT_STATUS_BUCKET = "payment_status"
+#: The stream behind the bucket (JetStream names a KV bucket's stream `KV_<bucket>`).
+PAYMENT_STATUS_STREAM = f"KV_{PAYMENT_STATUS_BUCKET}"
 
 
 @dataclass(frozen=True)
@@ -250,7 +252,7 @@ async def ensure_topology(nc: NATS, js: JetStreamContext, replicas: int = 1) -> 
             direct=direct,
         )
         return
-    stream = await js.stream_info(f"KV_{PAYMENT_STATUS_BUCKET}")
+    stream = await js.stream_info(PAYMENT_STATUS_STREAM)
     if bool(stream.config.allow_direct) != direct:
         await js.update_stream(replace(stream.config, allow_direct=direct))
 

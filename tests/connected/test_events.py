@@ -29,6 +29,7 @@ from axiom_shared.schemas import ChangeSource, PaymentStatus, PaymentStatusChang
 from axiom_shared.topology import (
     NOTIFIER_STATUS_FEED,
     PAYMENT_STATUS_BUCKET,
+    PAYMENT_STATUS_STREAM,
     PAYMENT_STATUS_SUBJECT,
     ensure_topology,
 )
@@ -280,7 +281,7 @@ async def test_a_single_replica_status_bucket_answers_direct_gets_even_one_made_
     try:
         js = nc.jetstream()
         await js.create_key_value(bucket=PAYMENT_STATUS_BUCKET, history=1)
-        stream = f"KV_{PAYMENT_STATUS_BUCKET}"
+        stream = PAYMENT_STATUS_STREAM
         assert not (await js.stream_info(stream)).config.allow_direct
         old = await js.key_value(PAYMENT_STATUS_BUCKET)
         payment_id = f"pay_{uuid.uuid4().hex}"
