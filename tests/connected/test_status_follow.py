@@ -10,11 +10,15 @@ subscribe at all.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from nats.aio.client import Client as NATS
+from nats.aio.subscription import DEFAULT_SUB_PENDING_MSGS_LIMIT
 from nats.js.errors import APIError
 
 from axiom_payments.events import KnownRevisions, deliver
@@ -41,14 +45,72 @@ def resets() -> float:
     return value
 
 
+@contextlib.asynccontextmanager
+async def slow_link(server: NatsServer, delay: float) -> AsyncIterator[str]:
+    """A TCP link to `server` that hands each chunk the server sends on `delay` seconds late,
+    in order (what the client sends goes at once): a follower whose reading lags, as a busy
+    gateway's does. Yields its `nats://` URL."""
+    loop = asyncio.get_running_loop()
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, late: float) -> None:
+        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+        async def deliver_late() -> None:
+            while True:
+                due, chunk = await queue.get()
+                await asyncio.sleep(max(0.0, due - loop.time()))
+                writer.write(chunk)
+                await writer.drain()
+
+        sender = asyncio.create_task(deliver_late())
+        try:
+            while chunk := await reader.read(65536):
+                queue.put_nowait((loop.time() + late, chunk))
+        except OSError:
+            pass
+        finally:
+            sender.cancel()
+            writer.close()
+
+    async def relay(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        server_r, server_w = await asyncio.open_connection(server.host, server.port)
+        for task in (pump(client_r, server_w, 0.0), pump(server_r, client_w, delay)):
+            tasks.add(asyncio.create_task(task))
+
+    proxy = await asyncio.start_server(relay, "127.0.0.1", 0)
+    port = proxy.sockets[0].getsockname()[1]
+    try:
+        yield f"nats://127.0.0.1:{port}"
+    finally:
+        proxy.close()
+        for task in tasks:
+            task.cancel()
+
+
 def change(payment_id: str, version: int) -> bytes:
     status = PaymentStatus.PENDING if version == 1 else PaymentStatus.VERIFIED
     return status_event(payment_id, status, version).to_bytes()
 
 
-async def follower(nc: NATS, **options: int) -> LatestStatus:
-    latest = LatestStatus(nc, nc.jetstream(), PaymentsClient(nc, 2.0), **options)
-    return latest
+@contextlib.asynccontextmanager
+async def follower(
+    url: str,
+    *,
+    follows: bool = True,
+    pending_limit: int = DEFAULT_SUB_PENDING_MSGS_LIMIT,
+    **login: Any,
+) -> AsyncIterator[tuple[NATS, LatestStatus]]:
+    """A connection of its own and a `LatestStatus` on it that follows the bucket (or, with
+    `follows=False`, was refused); both closed at the end."""
+    nc = await connect_nats(url, "test-follower", **login)
+    latest = LatestStatus(nc, nc.jetstream(), PaymentsClient(nc, 2.0), pending_limit=pending_limit)
+    try:
+        assert await latest.follow() is follows
+        yield nc, latest
+    finally:
+        await latest.close()
+        await nc.close()
 
 
 async def polled_version(latest: LatestStatus, payment_id: str) -> int:
@@ -61,13 +123,14 @@ async def test_a_followed_poll_is_never_older_than_an_acknowledged_write(
     nats_server: NatsServer, nats_client: NATS
 ) -> None:
     """8 payments change 25 times each, concurrently, through the payments service's own path
-    (`deliver`: the bucket, then the event). A poll made right after a write was acknowledged
-    shows that version, every time; after the first poll of a payment, every poll is answered
-    from memory (no bucket read, no request to the payments service)."""
-    nc = await connect_nats(nats_server.url, "test-follower")
-    latest = await follower(nc)
-    try:
-        assert await latest.follow()
+    (`deliver`: the bucket, then the event), while the follower reads its connection 20 ms
+    late. A poll made right after a write was acknowledged shows that version, every time;
+    after the first poll of a payment, every poll is answered from memory (no bucket read, no
+    request to the payments service)."""
+    async with (
+        slow_link(nats_server, 0.02) as url,
+        follower(url) as (_, latest),
+    ):
         js = nats_client.jetstream()
         kv = await js.key_value(PAYMENT_STATUS_BUCKET)
         known = KnownRevisions()
@@ -85,9 +148,6 @@ async def test_a_followed_poll_is_never_older_than_an_acknowledged_write(
         for seen in await asyncio.gather(*(one() for _ in range(8))):
             assert all(written == polled for written, polled in seen), seen
         assert followed_reads() - before == 8 * 24
-    finally:
-        await latest.close()
-        await nc.close()
 
 
 async def test_a_read_older_than_a_write_already_received_is_not_followed(
@@ -98,10 +158,7 @@ async def test_a_read_older_than_a_write_already_received_is_not_followed(
     payments it was asked for). Such a read answers that poll but is not followed: the next
     poll reads the bucket again. Here the write is one the bucket refused (a stale expected
     revision): it reaches the follower and is never stored, as a write still on its way."""
-    nc = await connect_nats(nats_server.url, "test-follower")
-    latest = await follower(nc)
-    try:
-        assert await latest.follow()
+    async with follower(nats_server.url) as (_, latest):
         js = nats_client.jetstream()
         payment_id = f"pay_{uuid.uuid4().hex}"
         await js.publish(SUBJECT.format(payment_id), change(payment_id, 1))
@@ -118,9 +175,6 @@ async def test_a_read_older_than_a_write_already_received_is_not_followed(
         await js.publish(SUBJECT.format(payment_id), change(payment_id, 5))
         assert [await polled_version(latest, payment_id) for _ in range(3)] == [5, 5, 5]
         assert followed_reads() == reads + 2
-    finally:
-        await latest.close()
-        await nc.close()
 
 
 async def test_writes_a_slow_follower_dropped_are_never_shown_as_current(
@@ -129,10 +183,7 @@ async def test_writes_a_slow_follower_dropped_are_never_shown_as_current(
     """A follower that may hold one unapplied write drops most of a burst of 200 (nats-py's
     slow-consumer rule). Whatever it dropped, the next poll shows the newest status: it forgets
     what it followed and reads the bucket again."""
-    nc = await connect_nats(nats_server.url, "test-follower")
-    latest = await follower(nc, pending_limit=1)
-    try:
-        assert await latest.follow()
+    async with follower(nats_server.url, pending_limit=1) as (_, latest):
         js = nats_client.jetstream()
         payment_id = f"pay_{uuid.uuid4().hex}"
         await js.publish(SUBJECT.format(payment_id), change(payment_id, 1))
@@ -150,9 +201,6 @@ async def test_writes_a_slow_follower_dropped_are_never_shown_as_current(
         reads = followed_reads()
         assert await polled_version(latest, payment_id) == 202
         assert followed_reads() == reads + 1
-    finally:
-        await latest.close()
-        await nc.close()
 
 
 async def test_writes_made_while_the_follower_was_away_are_never_missed(
@@ -163,11 +211,7 @@ async def test_writes_made_while_the_follower_was_away_are_never_missed(
     after it are followed again."""
     admin = await connect_nats(own_nats.url, "test-writer")
     await ensure_topology(admin, admin.jetstream())
-    nc = await connect_nats(own_nats.url, "test-follower", reconnect_wait=3.0)
-    latest = await follower(nc)
-    writer: NATS | None = None
-    try:
-        assert await latest.follow()
+    async with follower(own_nats.url, reconnect_wait=3.0) as (nc, latest):
         payment_id = f"pay_{uuid.uuid4().hex}"
         await admin.jetstream().publish(SUBJECT.format(payment_id), change(payment_id, 1))
         assert await polled_version(latest, payment_id) == 1
@@ -175,23 +219,21 @@ async def test_writes_made_while_the_follower_was_away_are_never_missed(
 
         await asyncio.to_thread(own_nats.restart)
         writer = await connect_nats(own_nats.url, "test-writer-2")
-        await writer.jetstream().publish(SUBJECT.format(payment_id), change(payment_id, 2))
-        assert not nc.is_connected  # the follower is still away: it missed the write
-        await wait_for(lambda: nc.is_connected, timeout=15)
+        try:
+            await writer.jetstream().publish(SUBJECT.format(payment_id), change(payment_id, 2))
+            assert not nc.is_connected  # the follower is still away: it missed the write
+            await wait_for(lambda: nc.is_connected, timeout=15)
 
-        before = resets()
-        assert await polled_version(latest, payment_id) == 2
-        assert resets() == before + 1
-        await asyncio.sleep(1.1)
-        assert await polled_version(latest, payment_id) == 2  # followed again from here
-        await writer.jetstream().publish(SUBJECT.format(payment_id), change(payment_id, 3))
-        reads = followed_reads()
-        assert await polled_version(latest, payment_id) == 3
-        assert followed_reads() == reads + 1
-    finally:
-        await latest.close()
-        await nc.close()
-        if writer is not None:
+            before = resets()
+            assert await polled_version(latest, payment_id) == 2
+            assert resets() == before + 1
+            await asyncio.sleep(1.1)
+            assert await polled_version(latest, payment_id) == 2  # followed again from here
+            await writer.jetstream().publish(SUBJECT.format(payment_id), change(payment_id, 3))
+            reads = followed_reads()
+            assert await polled_version(latest, payment_id) == 3
+            assert followed_reads() == reads + 1
+        finally:
             await writer.close()
 
 
@@ -202,13 +244,9 @@ async def test_a_follower_not_allowed_to_subscribe_reads_the_bucket(
     subscription. The follower sees the refusal and reads the bucket on every poll, which is
     still never older than a write."""
     login = nats_server.login("notifier")  # allowed to read the bucket, not to follow it
-    nc = await connect_nats(
-        login["nats_url"], "test", user="notifier", password=login["nats_password"]
-    )
-    latest = await follower(nc)
-    try:
-        assert not await latest.follow()
-        assert not latest.following
+    async with follower(
+        login["nats_url"], follows=False, user="notifier", password=login["nats_password"]
+    ) as (_, latest):
         js = nats_client.jetstream()
         payment_id = f"pay_{uuid.uuid4().hex}"
         before = followed_reads()
@@ -216,6 +254,3 @@ async def test_a_follower_not_allowed_to_subscribe_reads_the_bucket(
             await js.publish(SUBJECT.format(payment_id), change(payment_id, version))
             assert await polled_version(latest, payment_id) == version
         assert followed_reads() == before
-    finally:
-        await latest.close()
-        await nc.close()
