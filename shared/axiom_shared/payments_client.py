@@ -437,12 +437,13 @@ def install_latest_status(app: web.Application, *, follow: bool = False) -> None
         bus = app[bus_key]
         latest = LatestStatus(bus.nc, bus.js, payments_of(app))
         stack.push_async_callback(latest.close)
-        try:
-            await latest.follow()
-        except (NatsError, TimeoutError) as exc:
-            log.warning(
-                "cannot follow the status bucket: reading it on every poll", error=repr(exc)
-            )
+        if follow:
+            try:
+                await latest.follow()
+            except (NatsError, TimeoutError) as exc:
+                log.warning(
+                    "cannot follow the status bucket: reading it on every poll", error=repr(exc)
+                )
         app[latest_status_key] = latest
 
     app.cleanup_ctx.append(lifecycle(start))

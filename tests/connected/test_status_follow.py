@@ -16,10 +16,12 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import pytest
 from nats.aio.client import Client as NATS
 from nats.aio.subscription import DEFAULT_SUB_PENDING_MSGS_LIMIT
 from nats.js.errors import APIError
+from structlog.testing import capture_logs
 
 from axiom_payments.events import KnownRevisions, deliver
 from axiom_payments.events import status_event as outgoing_status
@@ -31,6 +33,7 @@ from axiom_shared.topology import PAYMENT_STATUS_BUCKET, ensure_topology
 from sandbox.infra import NatsServer
 from tests.connected.test_events import status_event
 from tests.fixtures.infra import wait_for
+from tests.fixtures.notifier import GatewayFactory, NotifierFactory
 
 SUBJECT = f"$KV.{PAYMENT_STATUS_BUCKET}." + "{}"
 
@@ -254,3 +257,29 @@ async def test_a_follower_not_allowed_to_subscribe_reads_the_bucket(
             await js.publish(SUBJECT.format(payment_id), change(payment_id, version))
             assert await polled_version(latest, payment_id) == version
         assert followed_reads() == before
+
+
+async def test_only_the_gateway_follows_the_status_bucket(
+    nats_server: NatsServer, notifier_factory: NotifierFactory, gateway_factory: GatewayFactory
+) -> None:
+    """The gateway (check-status) follows the bucket's writes; the notifier reads it for the
+    first status of a stream and must not take every status write of the system as well (nor,
+    where NATS grants it no such subscription, warn at every start that it was refused)."""
+    with capture_logs() as logged:
+        await notifier_factory()
+    assert not [line for line in logged if "status bucket" in line["event"]]
+    await gateway_factory()
+
+    async def subscribers() -> set[str]:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"{nats_server.monitor_url}/connz?subs=1") as resp,
+        ):
+            connz = await resp.json()
+        return {
+            conn.get("name", "")
+            for conn in connz["connections"]
+            if f"$KV.{PAYMENT_STATUS_BUCKET}.>" in conn.get("subscriptions_list", [])
+        }
+
+    assert await subscribers() == {"gateway"}
