@@ -65,8 +65,13 @@ def redact_secrets(_logger: WrappedLogger, _method: str, event_dict: EventDict) 
     return event_dict
 
 
-def configure_logging(service: str, level: str = "INFO", *, json: bool | None = None) -> None:
-    """Set up structlog (and route stdlib logging through it). Call once, at start-up."""
+def configure_logging(
+    service: str, level: str = "INFO", *, json: bool | None = None, cache: bool = False
+) -> None:
+    """Set up structlog (and route stdlib logging through it). Call once, at start-up.
+
+    `cache`: each logger keeps this configuration from its first use on (a service's process,
+    configured once); off where it is swapped later (tests capturing logs)."""
     render_json = not sys.stderr.isatty() if json is None else json
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
@@ -88,7 +93,7 @@ def configure_logging(service: str, level: str = "INFO", *, json: bool | None = 
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=False,
+        cache_logger_on_first_use=cache,
     )
     # Libraries (aiohttp, nats) log through stdlib: give them the same processors and output.
     handler = logging.StreamHandler(sys.stderr)

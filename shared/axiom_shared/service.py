@@ -241,7 +241,9 @@ def run_service(settings_type: type[S], create_app: Callable[[S], web.Applicatio
     log says "waiting for NATS at host:port" with a growing pause. A port already in use is
     one line and exit 1."""
     settings = load_settings(settings_type)
-    configure_logging(settings.service_name, settings.log_level, json=settings.log_json)
+    # Configured once for the process's life: each logger binds the configuration at its first
+    # use instead of on every call (a filtered-out `log.info` per request cost the gateway 5 %).
+    configure_logging(settings.service_name, settings.log_level, json=settings.log_json, cache=True)
     app = create_app(settings)
     log.info("starting", host=settings.host, port=settings.port)
     try:
