@@ -87,7 +87,7 @@ async def test_reconcile_hands_every_open_payment_over_spread_across_the_interva
     assert claimed == OPEN
     await wait_for(lambda: len(seen) >= OPEN)
     assert sorted(payment for _, payment in seen) == sorted(payments)  # each once
-    # Three chunks (50, 50, 20), the pauses between them sharing half the interval.
+    # Three chunks, the two pauses between them sharing SPREAD of the interval.
     arrivals = sorted(at for at, _ in seen)
     assert arrivals[-1] - arrivals[0] >= 0.9 * INTERVAL * SPREAD * 2 / 3
     for start in arrivals:
