@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -27,14 +26,6 @@ pytestmark = pytest.mark.connected
 
 PAYMENTS_VERSIONS = [m.version for m in payments_migrations()]
 BOOKINGS_VERSIONS = [m.version for m in bookings_migrations()]
-
-
-@pytest.fixture
-async def payments_db(tmp_path: Path) -> AsyncIterator[Database]:
-    db = await open_database(f"file:{tmp_path / 'payments.db'}")
-    await migrate(db, payments_migrations())
-    yield db
-    await db.close()
 
 
 async def insert_payment(db: Database, n: int, **overrides: object) -> None:

@@ -9,23 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-import pytest
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from axiom_payments import ledger
-from axiom_payments.app import payments_migrations
 from axiom_payments.catalog import load_catalog
 from axiom_payments.lifecycle import Lifecycle
 from axiom_payments.outbox import OutboxRelay
 from axiom_payments.scheduler import PUBLISH_CHUNK, SPREAD, Scheduler
-from axiom_shared.db import Database, open_database
-from axiom_shared.migrations import migrate
+from axiom_shared.db import Database
 from axiom_shared.schemas import ChangeSource, PaymentStatus
 from tests.fixtures.infra import wait_for
 from tests.unit.test_lifecycle import row
@@ -33,14 +28,6 @@ from tests.unit.test_lifecycle import row
 INTERVAL = 2.0
 LOOKBACK = timedelta(days=1)
 OPEN = 2 * PUBLISH_CHUNK + 20
-
-
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = await open_database(f"file:{tmp_path / 'payments.db'}")
-    await migrate(database, payments_migrations())
-    yield database
-    await database.close()
 
 
 async def open_payments(db: Database, count: int) -> set[str]:
@@ -77,12 +64,12 @@ async def candidates(nc: NATS) -> list[tuple[float, str]]:
 
 
 async def test_reconcile_hands_every_open_payment_over_spread_across_the_interval(
-    db: Database, nats_client: NATS
+    payments_db: Database, nats_client: NATS
 ) -> None:
-    payments = await open_payments(db, OPEN)
+    payments = await open_payments(payments_db, OPEN)
     seen = await candidates(nats_client)
 
-    claimed = await scheduler(db, nats_client).reconcile(datetime.now(UTC))
+    claimed = await scheduler(payments_db, nats_client).reconcile(datetime.now(UTC))
 
     assert claimed == OPEN
     await wait_for(lambda: len(seen) >= OPEN)
@@ -95,11 +82,11 @@ async def test_reconcile_hands_every_open_payment_over_spread_across_the_interva
 
 
 async def test_a_stop_in_the_middle_of_the_spread_still_hands_over_every_claimed_payment(
-    db: Database, nats_client: NATS
+    payments_db: Database, nats_client: NATS
 ) -> None:
-    payments = await open_payments(db, OPEN)
+    payments = await open_payments(payments_db, OPEN)
     seen = await candidates(nats_client)
-    running = scheduler(db, nats_client)
+    running = scheduler(payments_db, nats_client)
 
     running.start()
     await wait_for(lambda: len(seen) >= 1)
@@ -109,5 +96,5 @@ async def test_a_stop_in_the_middle_of_the_spread_still_hands_over_every_claimed
     await wait_for(lambda: len(seen) >= OPEN)
     assert sorted(payment for _, payment in seen) == sorted(payments)
     # Nothing is left unclaimed, and none is claimed again within the interval.
-    again = await scheduler(db, nats_client).reconcile(datetime.now(UTC))
+    again = await scheduler(payments_db, nats_client).reconcile(datetime.now(UTC))
     assert again == 0
