@@ -8,6 +8,7 @@ interval)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -21,6 +22,7 @@ from axiom_payments.lifecycle import Lifecycle
 from axiom_payments.outbox import OutboxRelay
 from axiom_payments.scheduler import PUBLISH_CHUNK, SPREAD, Scheduler
 from axiom_shared.db import Database
+from axiom_shared.metrics import RECONCILE_LAG_SECONDS
 from axiom_shared.schemas import ChangeSource, PaymentStatus
 from tests.fixtures.infra import wait_for
 from tests.unit.test_lifecycle import row
@@ -98,3 +100,46 @@ async def test_a_stop_in_the_middle_of_the_spread_still_hands_over_every_claimed
     # Nothing is left unclaimed, and none is claimed again within the interval.
     again = await scheduler(payments_db, nats_client).reconcile(datetime.now(UTC))
     assert again == 0
+
+
+async def test_a_replica_killed_in_the_middle_of_the_spread_loses_no_payment(
+    payments_db: Database, nats_client: NATS
+) -> None:
+    """A kill (no stop: the task is cancelled between two chunks) leaves payments claimed but
+    not handed over; the next tick once the interval has passed, here another replica's, hands
+    them over. A delay of one interval, never a payment left unscanned."""
+    payments = await open_payments(payments_db, OPEN)
+    seen = await candidates(nats_client)
+    claimed_at = datetime.now(UTC)
+    killed = asyncio.create_task(scheduler(payments_db, nats_client).reconcile(claimed_at))
+    await wait_for(lambda: len(seen) >= 1)
+    killed.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await killed
+    await asyncio.sleep(0.2)
+    handed_over = {payment for _, payment in seen}
+    assert handed_over < payments  # some claimed payments were never handed over
+
+    # Within the interval nobody claims them again (the round robin's promise)...
+    other = scheduler(payments_db, nats_client)
+    assert await other.reconcile(claimed_at + timedelta(seconds=INTERVAL / 2)) == 0
+    # ...once it has passed, the next tick hands over the rest.
+    assert await other.reconcile(claimed_at + timedelta(seconds=INTERVAL)) == OPEN
+    await wait_for(lambda: {payment for _, payment in seen} == payments)
+
+
+async def test_the_reconcile_lag_is_measured_when_the_tick_ends(
+    payments_db: Database, nats_client: NATS
+) -> None:
+    """The lag gauge says how long the oldest open payment has gone unscanned at the moment it
+    is set: a tick spends most of the interval handing candidates over, and a lag measured
+    from the tick's start would be that much too small."""
+    created = datetime.now(UTC)
+    await open_payments(payments_db, OPEN)
+
+    await scheduler(payments_db, nats_client).tick()
+
+    ended = datetime.now(UTC)
+    lag: float = RECONCILE_LAG_SECONDS._value.get()
+    assert (ended - created).total_seconds() >= INTERVAL * SPREAD * 2 / 3  # the spread ran
+    assert lag >= (ended - created).total_seconds() - 0.3

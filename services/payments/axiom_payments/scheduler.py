@@ -103,7 +103,8 @@ class Scheduler:
             await self._refunder.expire_due(now)
         await self.catch_up(now)
         await self.reconcile(now)
-        await self.measure_lag(now)
+        # Measured when the reconcile's spread publishing is done, not when the tick began.
+        await self.measure_lag(datetime.now(UTC))
 
     async def expire(self, now: datetime) -> int:
         expired = 0
